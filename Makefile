@@ -1,0 +1,54 @@
+# Entry points. `make study` and `make test` are the README's two commands; each installs what it
+# needs into .venv first (torch 2.14.1 + torchvision 0.29.1, then the project, built in place).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q
+# Serialises concurrent builds of the extension (ninja's build folder is shared).
+LOCK := flock $(CURDIR)/build/.lock
+PRESET ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: venv build study data preview test test-all bench bench-cpu profile gpu-check lint clean
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel ninja
+	$(PIP) install torch==2.14.1 torchvision==0.29.1
+	$(PIP) install "numpy>=1.24" "scipy>=1.10" "seaborn>=0.13" "matplotlib>=3.7" "tqdm>=4.60" \
+	  "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9"
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Compile retina_unet._C in place (incremental through ninja); CUDA sources too when torch is a
+# CUDA build and nvcc is found, or FORCE_CUDA=1.
+build: venv
+	@mkdir -p build
+	$(LOCK) $(PY) setup.py -q build_ext --inplace
+	@test -f $(VENV)/.editable || { $(LOCK) $(PIP) install --no-build-isolation --no-deps -e . && touch $(VENV)/.editable; }
+
+data: build
+	$(PY) -m toy_data generate --dim 2 --out data/toy2d
+	$(PY) -m toy_data preview data/toy2d/donuts_shape --out data/toy2d/donuts_shape_preview.png
+
+study: build data
+
+test: build
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: build
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=reports/kernels/bench_cpu.json $(PYTEST_ARGS)
+
+gpu-check:
+	bash benchmarks/gpu_check.sh $${OUT:-device_out}
+
+lint: venv
+	$(PY) -m ruff check retina_unet toy_data benchmarks tests reports
+
+clean:
+	rm -rf build retina_unet/*.so *.egg-info

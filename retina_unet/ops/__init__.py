@@ -1,0 +1,26 @@
+"""The one Python entry point to the detection ops (2D and 3D, CPU and CUDA).
+
+Box convention everywhere: ``Tensor[N, 2*D]`` = (lo_0..lo_{D-1}, hi_0..hi_{D-1}) in array-axis
+order, continuous coordinates, no "+1"; see :mod:`retina_unet.ops.boxes`.
+"""
+
+from retina_unet.ops import _fake  # noqa: F401  (registers fake kernels for torch.compile)
+from retina_unet.ops.boxes import (
+    box_iou,
+    from_mdt,
+    from_monai,
+    from_torchvision,
+    to_mdt,
+    to_monai,
+    to_torchvision,
+)
+
+__all__ = [
+    "box_iou",
+    "from_mdt",
+    "from_monai",
+    "from_torchvision",
+    "to_mdt",
+    "to_monai",
+    "to_torchvision",
+]
