@@ -94,3 +94,15 @@ def test_bad_input_names_argument(a, b, match):
 def test_opcheck():
     a, b = random_boxes(5, 3, 7, dtype=torch.float32), random_boxes(6, 3, 8, dtype=torch.float32)
     torch.library.opcheck(torch.ops.retina_unet.box_iou.default, (a, b))
+
+
+def test_reference_backend_switch():
+    from retina_unet.ops import backend_for, reference_ops
+
+    a = random_boxes(4, 2, 9, dtype=torch.float32)
+    assert backend_for("cpu") == "compiled-cpu"
+    with reference_ops():
+        assert backend_for("cpu") == "reference"
+        out = box_iou(a, a)
+    assert backend_for("cpu") == "compiled-cpu"
+    torch.testing.assert_close(out, box_iou(a, a), rtol=0, atol=1e-6)

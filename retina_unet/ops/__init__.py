@@ -5,6 +5,7 @@ order, continuous coordinates, no "+1"; see :mod:`retina_unet.ops.boxes`.
 """
 
 from retina_unet.ops import _fake  # noqa: F401  (registers fake kernels for torch.compile)
+from retina_unet.ops._backend import backend_for, reference_ops, use_reference
 from retina_unet.ops.boxes import (
     box_iou,
     from_mdt,
@@ -16,6 +17,9 @@ from retina_unet.ops.boxes import (
 )
 
 __all__ = [
+    "backend_for",
+    "reference_ops",
+    "use_reference",
     "box_iou",
     "from_mdt",
     "from_monai",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from retina_unet._extension import require_kernels
+from retina_unet.ops._backend import dispatch
 from retina_unet.ops._validation import check_boxes, check_same_device
+from retina_unet.ops.reference.boxes import box_iou_reference
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,8 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     if boxes1.dtype != boxes2.dtype:
         raise TypeError(f"box_iou: boxes1 and boxes2 must share a dtype, got {boxes1.dtype} and {boxes2.dtype}")
     device = check_same_device("box_iou", boxes1=boxes1, boxes2=boxes2)
-    require_kernels("box_iou", device)
+    if dispatch("box_iou", device):
+        return box_iou_reference(boxes1, boxes2).to(boxes1.dtype)
     return torch.ops.retina_unet.box_iou(boxes1, boxes2)
 
 
