@@ -1,0 +1,1 @@
+"""Reports generated from result files by a command (kernel benchmarks, the scaling study)."""
