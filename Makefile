@@ -52,3 +52,10 @@ lint: venv
 
 clean:
 	rm -rf build retina_unet/*.so *.egg-info
+
+# Profile one op: make profile OP=nms DIM=3 SIZE=5000 [DEVICE=cuda] [NCU=1]
+OP ?= nms
+DIM ?= 3
+SIZE ?= 5000
+profile: build
+	$(PY) -m benchmarks.profile_op --op $(OP) --dim $(DIM) --size $(SIZE) $(if $(DEVICE),--device $(DEVICE)) $(if $(NCU),--ncu) --out reports/profile
