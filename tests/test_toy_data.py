@@ -1,0 +1,336 @@
+"""toy_data generation: task semantics, boxes vs masks, determinism, nesting, statistics, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import ndimage
+
+import toy_data
+from toy_data import TASKS, generate_sample, generate_split, task_spec
+from toy_data.reference import generate_sample_loop
+from toy_data.spec import grid_capacity
+
+
+def small_spec(task: str, dim: int, **ov):
+    """A small, fast spec of the task (same semantics as the defaults)."""
+    if dim == 2:
+        base = dict(size=64, margin=4, radii=(8.0, 8.0), hole_radius=3.0)
+    else:
+        base = dict(size=24, margin=3, radii=(5.0, 5.0), hole_radius=2.0)
+    if task == "circles_scale":
+        base.update(radii=(base["radii"][0] - 1, base["radii"][0]), hole_radius=0.0)
+    base.update(ov)
+    return task_spec(task, dim, **base)
+
+
+def assert_same(a, b):
+    for key in ("image", "mask", "labels", "boxes"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert x.dtype == y.dtype and x.shape == y.shape, key
+        assert x.tobytes() == y.tobytes(), key
+
+
+# --- defaults --------------------------------------------------------------------------------------
+
+
+def test_paper_defaults():
+    for name in TASKS:
+        s = task_spec(name)
+        assert s.shape == (320, 320) and s.margin == 10 and s.contrast == 0.2 and s.noise
+        assert s.objects_per_image == 1
+    assert task_spec("circles_scale").radii == (19.0, 20.0)
+    assert task_spec("donuts_shape").radii == (20.0, 20.0) and task_spec("donuts_shape").hole_radius == 4.0
+    assert task_spec("donuts_shape").mask_has_hole and not task_spec("donuts_pattern").mask_has_hole
+    s3 = task_spec("donuts_pattern", 3)
+    assert s3.shape == (64, 64, 64) and s3.radii == (10.0, 10.0) and s3.hole_radius == 2.0 and s3.margin == 5
+    assert task_spec("circles_scale", 3).radii == (9.0, 10.0)
+
+
+def test_spec_round_trip_and_hashable():
+    s = task_spec("donuts_shape", 3, size=(40, 48, 56), objects_per_image=2)
+    assert toy_data.TaskSpec.from_dict(s.to_dict()) == s
+    assert hash(s) == hash(toy_data.TaskSpec.from_dict(s.to_dict()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.margin = 3
+
+
+# --- the vectorised generator equals the per-pixel loop ------------------------------------------------
+
+
+@given(
+    task=st.sampled_from(TASKS),
+    dim=st.sampled_from([2, 3]),
+    k=st.integers(1, 3),
+    noise=st.booleans(),
+    seed=st.integers(0, 2**63),
+    index=st.integers(0, 10**6),
+    margin=st.integers(0, 6),
+)
+def test_matches_pixel_loop(task, dim, k, noise, seed, index, margin):
+    size = 64 if dim == 2 else 28
+    spec = small_spec(task, dim, objects_per_image=k, noise=noise, margin=margin, size=size)
+    assert_same(generate_sample(spec, seed, index), generate_sample_loop(spec, seed, index))
+
+
+def test_matches_pixel_loop_paper_size():
+    for name in TASKS:
+        spec = task_spec(name)
+        assert_same(generate_sample(spec, 3, 11), generate_sample_loop(spec, 3, 11))
+
+
+# --- masks and boxes ------------------------------------------------------------------------------
+
+
+@given(
+    task=st.sampled_from(TASKS),
+    dim=st.sampled_from([2, 3]),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+    index=st.integers(0, 1000),
+)
+def test_boxes_equal_mask_extent(task, dim, k, seed, index):
+    spec = small_spec(task, dim, objects_per_image=k, size=96 if dim == 2 else 40)
+    s = generate_sample(spec, seed, index)
+    assert s.labels.shape == (k,) and s.boxes.shape == (k, 2 * dim)
+    assert set(np.unique(s.mask)) <= {0, 1, 2}
+    # Objects never touch (gap 2), so each is one connected component of the mask.
+    comps, n = ndimage.label(s.mask > 0, structure=np.ones((3,) * dim))
+    assert n == k
+    found = []
+    for c in range(1, n + 1):
+        where = np.argwhere(comps == c)
+        box = np.concatenate([where.min(0), where.max(0) + 1]).astype(np.float32)
+        (cls,) = np.unique(s.mask[comps == c])
+        found.append((tuple(box), int(cls)))
+    assert sorted(found) == sorted((tuple(b), int(lab)) for b, lab in zip(s.boxes, s.labels, strict=True))
+
+
+def test_clipped_objects_have_clipped_boxes():
+    spec = task_spec("circles_scale", margin=0)
+    boxes = generate_split(spec, 1, 200)["boxes"].reshape(-1, 4)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 320).all()
+    extent = boxes[:, 2:] - boxes[:, :2]
+    assert (boxes[:, :2] == 0).any() and (boxes[:, 2:] == 320).any()  # some objects cut by the border
+    assert extent.min() >= 19 and extent.min() < 37  # a clipped box keeps at least half the object
+    assert ((extent == 37) | (extent == 39)).any()
+
+
+# --- task semantics -------------------------------------------------------------------------------
+
+
+def _fully_visible(name, dim):
+    """No noise, centres far enough from the border that every object is fully visible."""
+    r = task_spec(name, dim).radii[1]
+    return task_spec(name, dim, noise=False, margin=int(r))
+
+
+def _by_class(spec, n=40):
+    out = {}
+    for i in range(n):
+        s = generate_sample(spec, 5, i)
+        out.setdefault(int(s.labels[0]), s)
+    assert set(out) == {1, 2}
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,dim,mask_px,lit_px",
+    [
+        # class: (mask pixels, pixels with +contrast)
+        ("donuts_shape", 2, {1: 1245, 2: 1245 - 45}, {1: 1245, 2: 1245 - 45}),
+        ("donuts_pattern", 2, {1: 1245, 2: 1245}, {1: 1245, 2: 1245 - 45}),
+        ("circles_scale", 2, {1: 1125, 2: 1245}, {1: 1125, 2: 1245}),
+        ("donuts_shape", 3, {1: 4139, 2: 4139 - 27}, {1: 4139, 2: 4139 - 27}),
+        ("donuts_pattern", 3, {1: 4139, 2: 4139}, {1: 4139, 2: 4139 - 27}),
+        ("circles_scale", 3, {1: 2969, 2: 4139}, {1: 2969, 2: 4139}),
+    ],
+)
+def test_pixel_counts_per_class(name, dim, mask_px, lit_px):
+    spec = _fully_visible(name, dim)
+    for cls, s in _by_class(spec).items():
+        assert (s.mask == cls).sum() == mask_px[cls] and (s.mask > 0).sum() == mask_px[cls]
+        assert (s.image == np.float32(0.2)).sum() == lit_px[cls]
+        assert ((s.image == 0) | (s.image == np.float32(0.2))).all()
+        # the box of a fully visible object is its full extent: 2 * ceil(r) - 1 pixels per axis
+        r = spec.radii[cls - 1]
+        assert ((s.boxes[0, dim:] - s.boxes[0, :dim]) == 2 * np.ceil(r) - 1).all()
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_hole_is_background(dim):
+    """Class-2 donuts: the centred hole has no +contrast (image) and is cut from the mask only in
+    donuts_shape; noise on, the hole pixels equal the same sample's noise-free image plus background."""
+    for name in ("donuts_shape", "donuts_pattern"):
+        spec = _fully_visible(name, dim)
+        noisy = toy_data.TaskSpec.from_dict({**spec.to_dict(), "noise": True})
+        for i in range(30):
+            clean, s = generate_sample(spec, 9, i), generate_sample(noisy, 9, i)
+            if s.labels[0] != 2:
+                continue
+            centre = tuple(int(c) for c in (s.boxes[0, :dim] + s.boxes[0, dim:] - 1) / 2)
+            assert clean.image[centre] == 0 and s.image[centre] < 1  # the hole: background only
+            assert (s.mask[centre] == 0) == (name == "donuts_shape")
+            lit = clean.image > 0
+            assert (s.image[lit] >= 0.2).all() and (s.image[~lit] < 1).all()
+            break
+        else:
+            pytest.fail("no class-2 sample")
+
+
+# --- determinism and nesting ----------------------------------------------------------------------
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        h.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
+def test_workers_give_identical_bytes():
+    spec = task_spec("donuts_shape", size=160)  # 80 per chunk -> several chunks
+    one = generate_split(spec, 42, 260, workers=1)
+    two = generate_split(spec, 42, 260, workers=2)
+    assert _digest(one) == _digest(two)
+
+
+def test_identical_across_processes():
+    spec = small_spec("donuts_pattern", 3)
+    code = (
+        "import hashlib, numpy as np, toy_data as t;"
+        f"a = t.generate_split(t.TaskSpec.from_dict({spec.to_dict()!r}), 7, 12);"
+        "h = hashlib.sha256();"
+        "[h.update(k.encode() + np.ascontiguousarray(a[k]).tobytes()) for k in sorted(a)];"
+        "print(h.hexdigest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == _digest(generate_split(spec, 7, 12))
+
+
+def test_nested_and_index_pure():
+    spec = small_spec("circles_scale", 2)
+    big, small = generate_split(spec, 3, 30), generate_split(spec, 3, 10)
+    for key in big:
+        assert big[key][:10].tobytes() == small[key].tobytes()
+    s = generate_sample(spec, 3, 17)
+    assert (
+        s.image.tobytes() == big["images"][17].tobytes() and s.boxes.tobytes() == big["boxes"][17].tobytes()
+    )
+    assert generate_sample(spec, 4, 17).image.tobytes() != s.image.tobytes()
+
+
+def test_split_seeds_independent():
+    seeds = toy_data.split_seeds(0)
+    assert set(seeds) == {"train", "val", "test"} and len(set(seeds.values())) == 3
+    assert toy_data.split_seeds(0) == seeds and toy_data.split_seeds(1) != seeds
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+
+def test_class_balance_within_binomial_bounds():
+    spec = small_spec("donuts_shape", 2, size=24, radii=(4.0, 4.0), hole_radius=1.0, margin=4)
+    n = 4000
+    labels = generate_split(spec, 11, n)["labels"].ravel()
+    ones = int((labels == 1).sum())
+    assert set(np.unique(labels)) == {1, 2}
+    assert abs(ones - n / 2) <= 4 * np.sqrt(n * 0.25), ones  # 4 sigma
+
+
+def test_object_minus_background_mean():
+    spec = task_spec("circles_scale")
+    a = generate_split(spec, 2, 40)
+    fg = a["masks"] > 0
+    diff = a["images"][fg].mean() - a["images"][~fg].mean()
+    assert abs(diff - 0.2) < 0.01, diff
+    assert abs(a["images"][~fg].mean() - 0.5) < 0.01
+    assert 0 <= a["images"].min() and a["images"].max() < 1.2
+
+
+# --- many objects ---------------------------------------------------------------------------------
+
+
+def test_dense_placement_fallback_never_overlaps():
+    spec = small_spec("circles_scale", 2, size=64, margin=8)
+    spec = toy_data.TaskSpec.from_dict({**spec.to_dict(), "objects_per_image": grid_capacity(spec)})
+    for i in range(5):
+        s = generate_sample(spec, 0, i)
+        _, n = ndimage.label(s.mask > 0, structure=np.ones((3, 3)))
+        assert n == spec.objects_per_image
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,dim,overrides,message",
+    [
+        ("donuts_circle", 2, {}, "unknown task 'donuts_circle'"),
+        ("donuts_shape", 4, {}, "dim must be 2 or 3"),
+        ("donuts_shape", 2, {"size": 0}, "image sizes must be positive integers"),
+        ("donuts_shape", 2, {"size": (320, -5)}, "image sizes must be positive integers"),
+        ("donuts_shape", 2, {"shape": (320,)}, "2 .2D. or 3 .3D. axis sizes"),
+        ("circles_scale", 2, {"radii": (0, 20)}, "radii must be two positive numbers"),
+        ("circles_scale", 2, {"radii": (20, 20)}, "radii must differ"),
+        ("circles_scale", 2, {"hole_radius": 3}, "have no hole"),
+        ("donuts_pattern", 2, {"radii": (20, 30)}, "same disc for both classes"),
+        ("donuts_shape", 2, {"hole_radius": 20}, "0 < hole_radius < radius"),
+        ("donuts_shape", 2, {"hole_radius": 0}, "0 < hole_radius < radius"),
+        ("donuts_shape", 2, {"radii": (5.0, 5.0), "hole_radius": 4.9}, "no lattice point between"),
+        ("donuts_shape", 2, {"contrast": 0}, "contrast must be a positive number"),
+        ("donuts_shape", 2, {"margin": -1}, "margin must be an integer >= 0"),
+        ("donuts_shape", 2, {"margin": 160}, "no room for object centres on axis 0"),
+        ("donuts_shape", 2, {"size": 30}, "spans 39 pixels, more than axis 0's size 30"),
+        ("donuts_shape", 3, {"size": (64, 64, 12)}, "more than axis 2's size 12"),
+        ("donuts_shape", 2, {"objects_per_image": 0}, "objects_per_image must be an integer >= 1"),
+        ("donuts_shape", 2, {"objects_per_image": 65}, "cannot be placed without overlap"),
+        ("donuts_shape", 2, {"noise": "yes"}, "noise must be True or False"),
+        ("donuts_shape", 2, {"colour": 3}, "unknown override"),
+    ],
+)
+def test_invalid_specs_rejected(name, dim, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        task_spec(name, dim, **overrides)
+
+
+@given(
+    task=st.sampled_from(TASKS),
+    dim=st.sampled_from([2, 3]),
+    size=st.integers(1, 40),
+    r1=st.floats(0.5, 25),
+    r2=st.floats(0.5, 25),
+    hole=st.floats(0, 25),
+    margin=st.integers(0, 25),
+    k=st.integers(1, 12),
+)
+def test_any_spec_is_rejected_or_generates_valid_samples(task, dim, size, r1, r2, hole, margin, k):
+    ov = dict(size=size, margin=margin, objects_per_image=k, hole_radius=hole, radii=(r1, r2))
+    if task != "circles_scale" and hole > 0:
+        ov["radii"] = (r1, r1)  # donuts need equal radii; let the hole be the variable
+    try:
+        spec = task_spec(task, dim, **ov)
+    except ValueError as e:
+        assert "task spec" in str(e)
+        return
+    s = generate_sample(spec, 0, 0)
+    assert s.labels.shape == (k,) and set(s.labels.tolist()) <= {1, 2}
+    lo, hi = s.boxes[:, :dim], s.boxes[:, dim:]
+    assert (lo >= 0).all() and (hi <= size).all() and (hi > lo).all()
+    assert set(np.unique(s.mask[s.mask > 0]).tolist()) == set(s.labels.tolist())
+
+
+def test_bad_seed_rejected():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        generate_sample(task_spec("donuts_shape"), -1, 0)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        generate_split(task_spec("donuts_shape"), 0, 2, workers=0)
