@@ -15,8 +15,14 @@ from retina_unet.ops.boxes import (
     to_monai,
     to_torchvision,
 )
+from retina_unet.ops.nms import batched_nms, batched_nms_padded, nms, nms_padded
+from retina_unet.ops.roi_align import RoIAlign, roi_align
 
 __all__ = [
+    "nms",
+    "batched_nms",
+    "nms_padded",
+    "batched_nms_padded",
     "backend_for",
     "reference_ops",
     "use_reference",
@@ -28,3 +34,4 @@ __all__ = [
     "to_monai",
     "to_torchvision",
 ]
+__all__ += ["roi_align", "RoIAlign"]
