@@ -42,7 +42,8 @@ test-all: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: build
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=reports/kernels/bench_cpu.json $(PYTEST_ARGS)
+	$(PY) -m pytest benchmarks/test_bench_nms.py benchmarks/test_bench_roi_align.py --benchmark-only --benchmark-json=reports/kernels/bench_cpu.json $(PYTEST_ARGS)
+	$(PY) -m reports.kernels --slim --json reports/kernels/bench_cpu.json --out reports/kernels --markdown reports/kernels/cpu_table.md
 
 gpu-check:
 	bash benchmarks/gpu_check.sh $${OUT:-device_out}

@@ -54,7 +54,8 @@ def load_rows(paths: list[Path]) -> tuple[list[Row], dict]:
     machine = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
-        machine = data.get("machine_info", machine)
+        machine = {**data.get("machine_info", machine), "commit": (data.get("commit_info") or {}).get("id", ""),
+                   "datetime": data.get("datetime", "")}
         for bench in data.get("benchmarks", []):
             group = bench.get("group") or bench["name"]
             impl = (bench.get("extra_info") or {}).get("impl", bench["name"])
@@ -69,6 +70,16 @@ def load_rows(paths: list[Path]) -> tuple[list[Row], dict]:
     return rows, machine
 
 
+def slim_json(path: Path) -> None:
+    """Drop pytest-benchmark's per-round ``stats.data`` (most of the file) so results can be committed."""
+    data = json.loads(Path(path).read_text())
+    for bench in data.get("benchmarks", []):
+        bench.get("stats", {}).pop("data", None)
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
     keys = sorted({k for r in rows for k in r.params})
     with open(path, "w", newline="") as fh:
@@ -81,7 +92,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 def markdown_table(rows: list[Row], machine: dict) -> str:
     cpu = (machine.get("cpu") or {}).get("brand_raw", "")
-    lines = [f"Machine: {machine.get('node', '')} {cpu}".rstrip(), "",
+    lines = [f"Machine: {machine.get('node', '')} {cpu}".rstrip(),
+             f"Measured {machine.get('datetime', '')} at commit {machine.get('commit', '')[:12]}; "
+             "ratios compare implementations within this one run.", "",
              "| workload | impl | median | ours is faster by |", "|---|---|---|---|"]
     for r in rows:
         speed = "" if r.impl == "ours" or math.isnan(r.speedup) else f"{r.speedup:.2f}x"
@@ -147,10 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSV and the plots")
     parser.add_argument("--markdown", type=Path, help="also write a Markdown table here")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--slim", action="store_true",
+                        help="rewrite the JSON file(s) without the per-round raw timings (keeps stats, atomically)")
     args = parser.parse_args(argv)
     for path in args.json:
         if not path.is_file():
             parser.error(f"--json: no such file: {path}")
+    if args.slim:
+        for path in args.json:
+            slim_json(path)
     rows, machine = load_rows(args.json)
     if not rows:
         parser.error("--json: the file(s) hold no benchmarks")
