@@ -1,0 +1,201 @@
+"""``ModelConfig``: one frozen dataclass for every detector, with the paper's (MDT) 2D defaults.
+
+``model_config(spatial_dims, size)`` resolves presets:
+- "paper": the published settings (ResNet50 [3, 4, 6, 3]; 48 start filters / 192 FPN channels in 2D,
+  18 / 36 in 3D; detection on P2-P5; MDT's anisotropic 3D strides, axis 0 = slices).
+- "cpu": small enough to train on a 2-core CPU in minutes (blocks (1, 1, 1, 1), 16 filters, FPN 48,
+  heads 64 x 2 convs, detection on P3-P5 with base anchors 32/64/128 px x 3 scales, so P3's anchors
+  (32, 40, 51 px on a stride-8 grid) bracket the ~39 px toy discs; in 3D 8 filters, FPN 32, detection
+  on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, isotropic strides).
+- "tiny": for unit tests only.
+Any field can be overridden: ``model_config(2, "cpu", num_classes=3)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+Stride = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Settings of every model. Defaults = MDT's toy settings in 2D (see ``model_config`` for 3D)."""
+
+    # --- data -------------------------------------------------------------------------------------
+    spatial_dims: int = 2
+    in_channels: int = 1
+    num_classes: int = 2  # foreground classes; labels are 1..num_classes, 0 = background
+
+    # --- backbone (ResNet-FPN) --------------------------------------------------------------------
+    start_filters: int = 48  # 18 in 3D
+    blocks: tuple[int, ...] = (3, 4, 6, 3)  # ResNet50
+    fpn_channels: int = 192  # 36 in 3D
+    fine_channels: int | None = None  # channels of the U-FPN levels P1/P0 (None = fpn_channels)
+    norm: str | None = None  # None (paper) | "batch" | "instance" | "group"
+    # per stage (stem, pool, C3, C4, C5): an int or one stride per axis; () = 2 everywhere
+    strides: tuple[Stride, ...] = ()
+    # inputs whose size is not a multiple of the deepest stride are padded (replicate, at the high
+    # end) and outputs cropped back; False: such inputs raise a ValueError naming the multiple
+    pad_to_multiple: bool = True
+
+    # --- heads -----------------------------------------------------------------------------------
+    head_channels: int = 256
+    head_convs: int = 4  # 3x3 convs in each Retina subnet (class / box)
+
+    # --- anchors (one-stage) ----------------------------------------------------------------------
+    detection_levels: tuple[int, ...] = (2, 3, 4, 5)
+    # base anchor size per detection level; an int (all axes) or one size per axis
+    anchor_sizes: tuple[Stride, ...] = (8, 16, 32, 64)
+    anchor_scales_per_octave: int = 3  # sizes base * 2**(i/3), i = 0, 1, 2
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # extent(axis -2) / extent(axis -1)
+
+    # --- matching, coding, losses (one-stage) -----------------------------------------------------
+    match_fg_iou: float = 0.5  # IoU >= this -> positive anchor
+    match_bg_iou: float = 0.3  # IoU < this -> negative anchor; in between ignored (MDT 2D: 0.3)
+    match_low_quality: bool = True  # each object's best anchors are positive too (as MDT)
+    box_center_weight: float = 10.0  # delta weights = 1 / MDT's bbox std (0.1 centre, 0.2 size)
+    box_size_weight: float = 5.0
+    box_log_clamp: float = math.log(1000.0 / 16)
+    class_loss: str = "shem"  # "shem" (softmax + hard-negative mining, paper) | "focal"
+    neg_pos_ratio: float = 1.0  # MDT: as many mined negatives as positives (at least 1)
+    shem_poolsize: int = 20  # sample negatives from the poolsize * count hardest ones
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    smooth_l1_beta: float = 1.0
+    seg_loss_weight: float = 1.0  # weight of (soft Dice + CE) / 2 on P0
+
+    # --- post-processing --------------------------------------------------------------------------
+    score_floor: float = 0.1  # MDT model_min_confidence
+    pre_nms_top_k: int = 1000  # per image, over all levels and classes
+    nms_iou: float = 1e-5  # MDT's toy setting: overlapping boxes of one class are suppressed
+    max_detections: int = 10  # per image
+    min_box_size: float = 1e-2
+
+    # --- two-stage (Mask R-CNN / Faster R-CNN+ / U-FRCNN+) ----------------------------------------
+    rpn_anchor_scales_per_octave: int = 1
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    rpn_batch_size: int = 64  # sampled anchors per image (MDT toys: few objects)
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_top_k: int = 2000  # per level
+    rpn_post_nms_top_k_train: int = 300
+    rpn_post_nms_top_k_test: int = 300
+    rpn_nms_iou: float = 0.7
+    roi_batch_size: int = 64  # sampled proposals per image
+    roi_positive_fraction: float = 0.33
+    roi_fg_iou: float = 0.5
+    roi_canonical_size: float = 224.0  # level = canonical_level + log2(size / canonical_size)
+    roi_canonical_level: int = 4
+    box_pool_size: tuple[int, ...] = (7, 7)  # (3, 7, 7) in 3D (axis 0 = slices)
+    mask_pool_size: tuple[int, ...] = (14, 14)  # (5, 14, 14) in 3D; masks are twice that
+    fc_channels: int = 1024  # box head width
+    mask_loss: bool = True  # False = Faster R-CNN+
+
+    # --- DetU-Net ---------------------------------------------------------------------------------
+    detunet_max_components: int = 5  # largest connected components kept per class and image
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.num_classes < 1 or self.in_channels < 1:
+            raise ValueError("num_classes and in_channels must be >= 1")
+        if len(self.anchor_sizes) != len(self.detection_levels):
+            raise ValueError(
+                f"anchor_sizes ({len(self.anchor_sizes)}) must give one size per detection level "
+                f"{self.detection_levels}"
+            )
+        if any(k not in (2, 3, 4, 5) for k in self.detection_levels):
+            raise ValueError(f"detection_levels must lie in 2..5, got {self.detection_levels}")
+        for name in ("box_pool_size", "mask_pool_size"):
+            if len(getattr(self, name)) != self.spatial_dims:
+                raise ValueError(f"{name} must have {self.spatial_dims} entries, got {getattr(self, name)}")
+        if self.class_loss not in ("shem", "focal"):
+            raise ValueError(f"class_loss must be 'shem' or 'focal', got {self.class_loss!r}")
+        if not 0 <= self.match_bg_iou <= self.match_fg_iou <= 1:
+            raise ValueError("need 0 <= match_bg_iou <= match_fg_iou <= 1")
+
+    def replace(self, **overrides) -> ModelConfig:
+        return dataclasses.replace(self, **overrides)
+
+
+SIZES = ("paper", "cpu", "tiny")
+
+
+def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelConfig:
+    """The preset ``size`` ("paper", "cpu", "tiny") for 2D or 3D, with ``overrides`` applied."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    d = spatial_dims
+    base: dict = {"spatial_dims": d}
+    if d == 3:
+        base.update(box_pool_size=(3, 7, 7), mask_pool_size=(5, 14, 14), match_bg_iou=0.1)
+    if size == "paper":
+        if d == 3:
+            # MDT 3D: 18 filters, FPN 36, slices (axis 0) at strides 1, 2, 4, 8 for P2..P5; z anchor
+            # sizes follow the z strides (MDT's rpn_anchor_scales "z").
+            base.update(
+                start_filters=18,
+                fpn_channels=36,
+                strides=((1, 2, 2), (1, 2, 2), 2, 2, 2),
+                anchor_sizes=((2, 8, 8), (4, 16, 16), (8, 32, 32), (16, 64, 64)),
+                head_channels=64,
+                fc_channels=512,
+            )
+    elif size == "cpu":
+        base.update(
+            start_filters=16,
+            blocks=(1, 1, 1, 1),
+            fpn_channels=48,
+            fine_channels=8,
+            head_channels=64,
+            head_convs=2,
+            # P3 (stride 8) anchors 32 / 40 / 51 px bracket the ~39 px discs with a fine centre grid
+            detection_levels=(3, 4, 5),
+            anchor_sizes=(32, 64, 128),
+            fc_channels=256,
+            rpn_pre_nms_top_k=1000,
+            rpn_post_nms_top_k_train=200,
+            rpn_post_nms_top_k_test=100,
+            roi_canonical_size=80.0,  # ~40 px RoIs pool from P3
+        )
+        if d == 3:
+            # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 (stride 4) anchors 16 / 20 / 25
+            base.update(
+                start_filters=8,
+                fpn_channels=32,
+                fine_channels=8,
+                head_channels=32,
+                fc_channels=128,
+                detection_levels=(2, 3, 4),
+                anchor_sizes=(16, 32, 64),
+                box_pool_size=(5, 5, 5),
+                mask_pool_size=(7, 7, 7),
+            )
+    else:  # tiny
+        base.update(
+            start_filters=4,
+            blocks=(1, 1, 1, 1),
+            fpn_channels=8,
+            fine_channels=4,
+            head_channels=8,
+            head_convs=1,
+            detection_levels=(3, 4),
+            anchor_sizes=(8, 16),
+            anchor_scales_per_octave=2,
+            fc_channels=16,
+            rpn_pre_nms_top_k=100,
+            rpn_post_nms_top_k_train=20,
+            rpn_post_nms_top_k_test=20,
+            rpn_batch_size=16,
+            roi_batch_size=8,
+            roi_canonical_size=32.0,
+            box_pool_size=(3,) * d,
+            mask_pool_size=(4,) * d,
+        )
+    base.update(overrides)
+    return ModelConfig(**base)

@@ -1,0 +1,146 @@
+"""The detector seam: the interface every model implements, and the input checks they share.
+
+``Detector.losses(images, targets)`` trains, ``Detector.predict(images)`` infers. Images are
+``(B, C, *S)`` float with ``len(S) == spatial_dims``; targets are per-image dicts with "boxes"
+``(K, 2*D)`` (lo..., hi...), "labels" ``(K,)`` int64 in 1..num_classes and, for models with
+``needs_masks``, "masks" ``(*S)`` uint8 class maps (0 = background, c = class c). Every check runs
+before any compute and names the argument and what was expected. Spatial sizes that are not a
+multiple of ``required_multiple`` are padded inside the models (``ModelConfig.pad_to_multiple``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retina_unet.models.config import ModelConfig
+
+
+class Detector(nn.Module):
+    """Base class of every model. Subclasses set ``name``, ``needs_masks``, ``has_segmentation``,
+    ``required_multiple`` (per-axis input size multiple) and implement ``losses`` and ``predict``."""
+
+    name: str = "detector"
+    needs_masks: bool = False
+    has_segmentation: bool = False
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spatial_dims = cfg.spatial_dims
+        self.num_classes = cfg.num_classes
+        self.required_multiple: tuple[int, ...] = (1,) * cfg.spatial_dims
+
+    # --- the seam ---------------------------------------------------------------------------------
+    def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Loss terms and their total under "loss" (all finite scalars)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> list[dict]:
+        """Per image: "boxes" (P, 2D) float32, "scores" (P,) float32, "labels" (P,) int64 in 1..C,
+        and "seg" (C+1, *S) float32 softmax probabilities when ``has_segmentation``."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor, targets: Sequence[dict] | None = None):
+        """Losses when ``targets`` are given, else predictions."""
+        return self.losses(images, targets) if targets is not None else self.predict(images)
+
+    # --- input checks -----------------------------------------------------------------------------
+    def check_images(self, images: torch.Tensor) -> None:
+        d = self.spatial_dims
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(
+                f"{self.name}: images must be a torch.Tensor (B, C, *S), got {type(images).__name__}"
+            )
+        if images.dim() != d + 2:
+            raise ValueError(
+                f"{self.name}: images must have shape (B, C, *S) with {d} spatial dims, i.e. {d + 2} dims "
+                f"(spatial_dims={d}), got shape {tuple(images.shape)}"
+            )
+        if not images.is_floating_point():
+            raise TypeError(f"{self.name}: images must be a floating-point tensor, got {images.dtype}")
+        if images.shape[1] != self.cfg.in_channels:
+            raise ValueError(
+                f"{self.name}: images have {images.shape[1]} channels (shape {tuple(images.shape)}), "
+                f"expected in_channels={self.cfg.in_channels}"
+            )
+        if images.shape[0] == 0:
+            raise ValueError(f"{self.name}: images is an empty batch (shape {tuple(images.shape)})")
+        size = tuple(images.shape[2:])
+        if not self.cfg.pad_to_multiple and any(
+            s % m for s, m in zip(size, self.required_multiple, strict=True)
+        ):
+            raise ValueError(
+                f"{self.name}: image spatial size {size} must be a multiple of {self.required_multiple} per axis "
+                f"(the network's deepest stride); pad or crop the images, or set pad_to_multiple=True"
+            )
+
+    def check_targets(self, images: torch.Tensor, targets: Sequence[dict]) -> None:
+        d, c = self.spatial_dims, self.num_classes
+        if not isinstance(targets, list | tuple) or len(targets) != images.shape[0]:
+            n = len(targets) if isinstance(targets, list | tuple) else type(targets).__name__
+            raise ValueError(
+                f"{self.name}: targets must be a list with one dict per image ({images.shape[0]}), got {n}"
+            )
+        size = tuple(images.shape[2:])
+        for i, t in enumerate(targets):
+            for key in ("boxes", "labels") + (("masks",) if self.needs_masks else ()):
+                if key not in t:
+                    extra = " (this model trains with segmentation masks)" if key == "masks" else ""
+                    raise ValueError(f"{self.name}: targets[{i}] is missing {key!r}{extra}")
+            boxes, labels = t["boxes"], t["labels"]
+            if boxes.dim() != 2 or boxes.shape[1] != 2 * d:
+                raise ValueError(
+                    f"{self.name}: targets[{i}]['boxes'] must have shape (K, {2 * d}), got {tuple(boxes.shape)}"
+                )
+            if labels.shape != (boxes.shape[0],):
+                raise ValueError(
+                    f"{self.name}: targets[{i}]['labels'] must have shape ({boxes.shape[0]},) to match the boxes, "
+                    f"got {tuple(labels.shape)}"
+                )
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                raise TypeError(
+                    f"{self.name}: targets[{i}]['labels'] must be integer (int64), got {labels.dtype}"
+                )
+            if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > c):
+                raise ValueError(
+                    f"{self.name}: targets[{i}]['labels'] must lie in 1..num_classes={c} (0 is background), "
+                    f"got values in [{int(labels.min())}, {int(labels.max())}]"
+                )
+            if not torch.isfinite(boxes).all():
+                raise ValueError(f"{self.name}: targets[{i}]['boxes'] contains NaN or inf")
+            if self.needs_masks:
+                m = t["masks"]
+                if tuple(m.shape) != size:
+                    raise ValueError(
+                        f"{self.name}: targets[{i}]['masks'] must have the image's spatial shape {size}, got {tuple(m.shape)}"
+                    )
+                if m.is_floating_point():
+                    raise TypeError(
+                        f"{self.name}: targets[{i}]['masks'] must be an integer class map (uint8), got {m.dtype}"
+                    )
+                if m.numel() and int(m.max()) > c:
+                    raise ValueError(
+                        f"{self.name}: targets[{i}]['masks'] has class {int(m.max())} > num_classes={c}"
+                    )
+
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Pad ``(B, C, *S)`` at the high end of each axis (replicate) to ``required_multiple``."""
+        extra = [(-s) % m for s, m in zip(images.shape[2:], self.required_multiple, strict=True)]
+        if not any(extra):
+            return images
+        pads = [v for e in reversed(extra) for v in (0, e)]
+        return F.pad(images, pads, mode="replicate")
+
+    @staticmethod
+    def crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Crop the trailing spatial axes of ``x`` back to ``size`` (undoes :meth:`pad`)."""
+        return x[(..., *[slice(0, s) for s in size])]
+
+    def stack_masks(self, targets: Sequence[dict], device: torch.device) -> torch.Tensor:
+        """``(B, *S)`` int64 class maps from the targets."""
+        return torch.stack([t["masks"].to(device=device, dtype=torch.int64) for t in targets])

@@ -1,0 +1,224 @@
+"""Mask R-CNN, Faster R-CNN+ (mask loss off) and U-FRCNN+ (Faster R-CNN+ on the U-FPN + P0 seg loss).
+
+Recipe: backbone -> RPN proposals -> (training) add ground truth, match (IoU >= roi_fg_iou), sample
+RoIs -> multi-level RoIAlign (``retina_unet.ops.roi_align``) -> box head (class + class-specific
+deltas) [-> mask head on positives, per-class sigmoid masks at 2x the mask pool size].
+Mask targets are the object's class channel of the image's class map, RoIAligned to the mask grid
+and thresholded at 0.5 (instances of one class that overlap a RoI would leak in; the toys have one
+object per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from retina_unet import ops
+from retina_unet.models.coder import BoxCoder
+from retina_unet.models.config import ModelConfig
+from retina_unet.models.detector import Detector
+from retina_unet.models.losses import box_regression_loss
+from retina_unet.models.matcher import Matcher
+from retina_unet.models.postprocess import empty_detections, op, select_detections
+from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
+from retina_unet.models.rpn import RPN
+from retina_unet.models.sampling import sample_balanced
+from retina_unet.models.segmentation import SegHead
+from retina_unet.nn.backbone import ResNetFPN, init_weights
+
+ROI_SAMPLING_RATIO = 2  # bilinear samples per bin and axis (torchvision's Mask R-CNN setting)
+
+
+class TwoStageDetector(Detector):
+    """Shared two-stage machinery; subclasses switch the mask loss and the U-FPN seg head."""
+
+    with_mask = True
+    with_seg = False
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        d, c = cfg.spatial_dims, cfg.num_classes
+        self.levels = tuple(sorted(cfg.detection_levels))
+        if self.levels != tuple(range(self.levels[0], self.levels[-1] + 1)):
+            raise ValueError(
+                f"detection_levels must be contiguous for RoI level assignment, got {cfg.detection_levels}"
+            )
+        self.backbone = ResNetFPN(
+            d,
+            cfg.in_channels,
+            cfg.start_filters,
+            cfg.blocks,
+            cfg.fpn_channels,
+            cfg.norm,
+            cfg.strides,
+            min_level=0 if self.with_seg else self.levels[0],
+            fine_channels=cfg.fine_channels,
+        )
+        init_weights(self.backbone)
+        self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)
+        self.box_head = BoxHead(d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c)
+        self.mask_head = (
+            MaskHead(d, cfg.fpn_channels, cfg.head_channels, c, cfg.norm) if self.with_mask else None
+        )
+        self.seg_head = SegHead(d, self.backbone.out_channels[0], c) if self.with_seg else None
+        self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_fg_iou, low_quality=False)
+        self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
+        self.required_multiple = self.backbone.required_multiple
+
+    def _pool(self, feats, boxes: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        cfg = self.cfg
+        return multilevel_roi_align(
+            feats,
+            boxes,
+            self.backbone.strides,
+            self.levels,
+            size,
+            cfg.roi_canonical_size,
+            cfg.roi_canonical_level,
+            ROI_SAMPLING_RATIO,
+        )
+
+    def _sample_rois(self, proposals: list[torch.Tensor], targets: Sequence[dict], device) -> tuple:
+        """Per image: RoIs (proposals + ground truth), their class targets, matched gt index (-1 = bg)."""
+        cfg = self.cfg
+        rois, labels, matched = [], [], []
+        for p, t in zip(proposals, targets, strict=True):
+            gt = t["boxes"].to(device=device, dtype=torch.float32)
+            gl = t["labels"].to(device=device, dtype=torch.int64)
+            cand = torch.cat([p, gt], 0)
+            if gt.shape[0]:
+                m = self.roi_matcher(ops.box_iou(gt, cand))
+            else:
+                m = torch.full((cand.shape[0],), -1, dtype=torch.int64, device=device)
+            pos, neg = sample_balanced(m, cfg.roi_batch_size, cfg.roi_positive_fraction)
+            sel = torch.cat([pos, neg])
+            rois.append(cand[sel])
+            mi = torch.cat([m[pos], torch.full_like(neg, -1)])
+            matched.append(mi)
+            labels.append(
+                torch.where(
+                    mi >= 0, gl[mi.clamp(min=0)] if gl.numel() else torch.zeros_like(mi), torch.zeros_like(mi)
+                )
+            )
+        return rois, labels, matched
+
+    def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
+        # 1. check  2. backbone  3. RPN (+ losses)  4. sample RoIs  5. box head losses  6. mask / seg losses
+        self.check_images(images)
+        self.check_targets(images, targets)
+        cfg, size = self.cfg, tuple(images.shape[2:])
+        feats = self.backbone(self.pad(images))
+        proposals, result = self.rpn(feats, size, targets)
+        rois, labels, matched = self._sample_rois(proposals, targets, images.device)
+        logits, deltas = self.box_head(self._pool(feats, rois, cfg.box_pool_size))
+        all_rois, all_labels = torch.cat(rois), torch.cat(labels)
+        gt_boxes = torch.cat(
+            [self._gather_gt(t, m, images.device) for t, m in zip(targets, matched, strict=True)]
+        )
+        result["class"] = F.cross_entropy(logits.float(), all_labels)
+        pos = torch.nonzero(all_labels > 0).squeeze(1)
+        box_t = self.coder.encode(gt_boxes[pos], all_rois[pos])
+        result["box"] = box_regression_loss(deltas[pos, all_labels[pos]].float(), box_t, cfg.smooth_l1_beta)
+        total = result["rpn_class"] + result["rpn_box"] + result["class"] + result["box"]
+        if self.with_mask:
+            result["mask"] = self._mask_loss(feats, rois, labels, targets, images.device)
+            total = total + result["mask"]
+        if self.with_seg:
+            seg_logits = self.crop(self.seg_head(feats[0]), size)
+            seg = self.seg_head.loss(seg_logits, self.stack_masks(targets, images.device))
+            result.update(seg)
+            total = total + cfg.seg_loss_weight * seg["seg"]
+        result["loss"] = total
+        return result
+
+    def _gather_gt(self, t: dict, matched: torch.Tensor, device) -> torch.Tensor:
+        """Boxes of the matched objects (zeros for background RoIs): ``(R, 2D)``."""
+        gt = t["boxes"].to(device, torch.float32)
+        if gt.shape[0] == 0:
+            return gt.new_zeros((matched.shape[0], 2 * self.spatial_dims))
+        return gt[matched.clamp(min=0)]
+
+    def _mask_loss(self, feats, rois, labels, targets, device) -> torch.Tensor:
+        cfg, c = self.cfg, self.num_classes
+        pos_rois = [r[lab > 0] for r, lab in zip(rois, labels, strict=True)]
+        pos_labels = torch.cat([lab[lab > 0] for lab in labels])
+        if pos_labels.numel() == 0:
+            return sum(p.sum() * 0.0 for p in self.mask_head.parameters())
+        logits = self.mask_head(self._pool(feats, pos_rois, cfg.mask_pool_size))  # (P, C, *M)
+        mask_size = tuple(logits.shape[2:])
+        masks_t = []
+        for r, t in zip(pos_rois, targets, strict=True):
+            if r.shape[0] == 0:
+                continue
+            onehot = (
+                F.one_hot(t["masks"].to(device, torch.int64), c + 1).movedim(-1, 0)[1:][None].float()
+            )  # (1, C, *S)
+            idx = torch.zeros((r.shape[0], 1), dtype=r.dtype, device=device)
+            masks_t.append(
+                op("roi_align")(
+                    onehot, torch.cat([idx, r], 1).float(), mask_size, 1.0, ROI_SAMPLING_RATIO, True
+                )
+            )
+        target = torch.cat(masks_t)  # (P, C, *M)
+        sel = torch.arange(pos_labels.numel(), device=device)
+        tgt = (target[sel, pos_labels - 1] >= 0.5).float()
+        return F.binary_cross_entropy_with_logits(logits[sel, pos_labels - 1].float(), tgt)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> list[dict]:
+        self.check_images(images)
+        cfg, c, size = self.cfg, self.num_classes, tuple(images.shape[2:])
+        feats = self.backbone(self.pad(images))
+        proposals, _ = self.rpn(feats, size)
+        logits, deltas = self.box_head(self._pool(feats, proposals, cfg.box_pool_size))
+        probs = F.softmax(logits.float(), dim=1)
+        seg = self.seg_head.probabilities(self.crop(self.seg_head(feats[0]), size)) if self.with_seg else None
+        results, start = [], 0
+        for i, p in enumerate(proposals):
+            n = p.shape[0]
+            if n:
+                sc = probs[start : start + n, 1:]  # (R, C)
+                boxes = self.coder.decode(deltas[start : start + n, 1:].float(), p[:, None, :])  # (R, C, 2D)
+                lab = torch.arange(1, c + 1, device=images.device).expand(n, c)
+                det = select_detections(
+                    boxes.reshape(n * c, -1),
+                    sc.reshape(-1),
+                    lab.reshape(-1),
+                    size,
+                    cfg.score_floor,
+                    cfg.pre_nms_top_k,
+                    cfg.nms_iou,
+                    cfg.max_detections,
+                    cfg.min_box_size,
+                )
+            else:
+                det = empty_detections(self.spatial_dims, images.device)
+            if seg is not None:
+                det["seg"] = seg[i]
+            results.append(det)
+            start += n
+        return results
+
+
+class MaskRCNN(TwoStageDetector):
+    name = "mask_rcnn"
+    needs_masks = True
+
+
+class FasterRCNNPlus(TwoStageDetector):
+    """Mask R-CNN with the mask head and loss off (the paper's Faster R-CNN+)."""
+
+    name = "faster_rcnn_plus"
+    with_mask = False
+
+
+class UFRCNNPlus(TwoStageDetector):
+    """Faster R-CNN+ on the U-FPN with the P0 segmentation loss (Dice + CE) / 2."""
+
+    name = "ufrcnn_plus"
+    with_mask = False
+    with_seg = True
+    needs_masks = True
+    has_segmentation = True

@@ -1,0 +1,37 @@
+"""``build_model(name, cfg)``: the one place model names map to classes."""
+
+from __future__ import annotations
+
+import importlib
+
+from retina_unet.models.config import ModelConfig
+from retina_unet.models.detector import Detector
+
+# name -> (module, class); imported on demand so one model's import cost is not everyone's
+_REGISTRY = {
+    "retina_net": ("retina_unet.models.retina", "RetinaNet"),
+    "retina_unet": ("retina_unet.models.retina", "RetinaUNet"),
+    "mask_rcnn": ("retina_unet.models.mask_rcnn", "MaskRCNN"),
+    "faster_rcnn_plus": ("retina_unet.models.mask_rcnn", "FasterRCNNPlus"),
+    "detunet": ("retina_unet.models.detunet", "DetUNet"),
+    "ufrcnn_plus": ("retina_unet.models.mask_rcnn", "UFRCNNPlus"),
+}
+
+
+def model_class(name: str) -> type[Detector]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    module, cls = _REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+MODEL_NAMES = ("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet", "ufrcnn_plus")
+
+
+def build_model(name: str, cfg: ModelConfig) -> Detector:
+    """A fresh, randomly initialised model ``name`` (one of ``MODEL_NAMES``) for ``cfg``."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a ModelConfig (see model_config()), got {type(cfg).__name__}")
+    return model_class(name)(cfg)

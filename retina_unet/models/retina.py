@@ -1,0 +1,194 @@
+"""Retina Net and Retina U-Net on the one-stage detector seam.
+
+``OneStageDetector`` holds everything that is not the network: anchors, matching, box coding,
+losses and post-processing. ``RetinaNetwork`` is the network: ResNet-FPN + class/box subnets on the
+detection levels (+ a 1x1 segmentation head on P0 for Retina U-Net).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retina_unet import ops
+from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
+from retina_unet.models.coder import BoxCoder
+from retina_unet.models.config import ModelConfig
+from retina_unet.models.detector import Detector
+from retina_unet.models.losses import box_regression_loss, focal_class_loss, shem_class_loss
+from retina_unet.models.matcher import Matcher
+from retina_unet.models.postprocess import empty_detections, select_detections
+from retina_unet.models.segmentation import SegHead
+from retina_unet.nn.backbone import ResNetFPN, init_weights
+from retina_unet.nn.layers import ConvNormAct, conv_layer
+
+
+class Subnet(nn.Sequential):
+    """``n`` x (3x3 conv + ReLU) then a 3x3 conv to ``out`` channels; shared over levels."""
+
+    def __init__(self, spatial_dims: int, cin: int, width: int, n: int, out: int, norm: str | None) -> None:
+        layers = [ConvNormAct(spatial_dims, cin if i == 0 else width, width, 3, norm=norm) for i in range(n)]
+        layers.append(conv_layer(spatial_dims)(width if n else cin, out, 3, padding=1))
+        super().__init__(*layers)
+
+
+class RetinaNetwork(nn.Module):
+    """ResNet-FPN + Retina subnets. ``forward(x)`` -> dict with
+
+    - "cls": ``(B, A, C+1)`` class logits, "box": ``(B, A, 2*D)`` deltas (A = all anchors, level order),
+    - "shapes": feature shapes of the detection levels, "seg": ``(B, C+1, *S)`` logits if ``with_seg``.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_anchors: int, with_seg: bool) -> None:
+        super().__init__()
+        d, c = cfg.spatial_dims, cfg.num_classes
+        self.levels = tuple(cfg.detection_levels)
+        self.num_outputs = c + 1
+        self.backbone = ResNetFPN(
+            d,
+            cfg.in_channels,
+            cfg.start_filters,
+            cfg.blocks,
+            cfg.fpn_channels,
+            cfg.norm,
+            cfg.strides,
+            min_level=0 if with_seg else min(self.levels),
+            fine_channels=cfg.fine_channels,
+        )
+        cin = cfg.fpn_channels
+        self.cls_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * (c + 1), cfg.norm)
+        self.box_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * 2 * d, cfg.norm)
+        self.seg_head = SegHead(d, self.backbone.out_channels[0], c) if with_seg else None
+        init_weights(self)
+        nn.init.normal_(self.box_subnet[-1].weight, std=0.01)
+        nn.init.normal_(self.cls_subnet[-1].weight, std=0.01)
+        if self.seg_head is not None:
+            self.seg_head.reset_parameters()
+        if cfg.class_loss == "focal":  # background prior ~0.99 so the focal loss starts stable
+            bias = self.cls_subnet[-1].bias.data.view(num_anchors, c + 1)
+            bias[:, 0] = math.log(99.0 * c)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        feats = self.backbone(x)
+        d = x.dim() - 2
+        cls = [flatten_head_output(self.cls_subnet(feats[k]), self.num_outputs) for k in self.levels]
+        box = [flatten_head_output(self.box_subnet(feats[k]), 2 * d) for k in self.levels]
+        out = {
+            "cls": torch.cat(cls, 1),
+            "box": torch.cat(box, 1),
+            "shapes": [feats[k].shape[2:] for k in self.levels],
+        }
+        if self.seg_head is not None:
+            out["seg"] = self.seg_head(feats[0])
+        return out
+
+
+class OneStageDetector(Detector):
+    """Anchors + matching + coding + losses + post-processing around a ``RetinaNetwork``."""
+
+    with_seg = False
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.anchor_generator = AnchorGenerator(
+            cfg.spatial_dims, cfg.anchor_sizes, cfg.anchor_scales_per_octave, cfg.anchor_ratios
+        )
+        self.network = RetinaNetwork(cfg, self.anchor_generator.num_anchors, self.with_seg)
+        self.matcher = Matcher(cfg.match_fg_iou, cfg.match_bg_iou, cfg.match_low_quality)
+        self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
+        self.required_multiple = self.network.backbone.required_multiple
+
+    def anchors(self, shapes: Sequence, device: torch.device) -> torch.Tensor:
+        strides = [self.network.backbone.strides[k] for k in self.cfg.detection_levels]
+        return torch.cat(self.anchor_generator(shapes, strides, device), 0)
+
+    def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
+        # 1. check inputs  2. network  3. anchors  4. match per image  5. class/box losses  6. seg loss
+        self.check_images(images)
+        self.check_targets(images, targets)
+        out = self.network(self.pad(images))
+        anchors = self.anchors(out["shapes"], images.device)
+        cfg = self.cfg
+        cls_losses, box_losses = [], []
+        for i, t in enumerate(targets):
+            gt_boxes = t["boxes"].to(device=images.device, dtype=torch.float32)
+            gt_labels = t["labels"].to(device=images.device, dtype=torch.int64)
+            if gt_boxes.shape[0]:
+                matches = self.matcher(ops.box_iou(gt_boxes, anchors))
+            else:
+                matches = self.matcher(anchors.new_zeros((0, anchors.shape[0])))
+            logits = out["cls"][i].float()
+            if cfg.class_loss == "focal":
+                cls_losses.append(
+                    focal_class_loss(logits, matches, gt_labels, cfg.focal_alpha, cfg.focal_gamma)
+                )
+            else:
+                cls_losses.append(
+                    shem_class_loss(logits, matches, gt_labels, cfg.neg_pos_ratio, cfg.shem_poolsize)
+                )
+            pos = matches >= 0
+            target = self.coder.encode(gt_boxes[matches[pos]], anchors[pos])
+            box_losses.append(box_regression_loss(out["box"][i][pos].float(), target, cfg.smooth_l1_beta))
+        result = {"class": torch.stack(cls_losses).mean(), "box": torch.stack(box_losses).mean()}
+        total = result["class"] + result["box"]
+        if self.with_seg:
+            seg_logits = self.crop(out["seg"], images.shape[2:])
+            seg = self.network.seg_head.loss(seg_logits, self.stack_masks(targets, images.device))
+            result.update(seg)
+            total = total + cfg.seg_loss_weight * seg["seg"]
+        result["loss"] = total
+        return result
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> list[dict]:
+        self.check_images(images)
+        out = self.network(self.pad(images))
+        anchors = self.anchors(out["shapes"], images.device)
+        cfg, c, size = self.cfg, self.num_classes, tuple(images.shape[2:])
+        probs = F.softmax(out["cls"].float(), dim=-1)[..., 1:]  # (B, A, C)
+        seg = self.network.seg_head.probabilities(self.crop(out["seg"], size)) if self.with_seg else None
+        results = []
+        for i in range(images.shape[0]):
+            flat = probs[i].reshape(-1)
+            cand = torch.nonzero(flat > cfg.score_floor).squeeze(1)
+            if cand.numel() > cfg.pre_nms_top_k:
+                cand = cand[torch.topk(flat[cand], cfg.pre_nms_top_k).indices]
+            if cand.numel():
+                a = cand // c
+                boxes = self.coder.decode(out["box"][i][a].float(), anchors[a])
+                det = select_detections(
+                    boxes,
+                    flat[cand],
+                    cand % c + 1,
+                    size,
+                    cfg.score_floor,
+                    cfg.pre_nms_top_k,
+                    cfg.nms_iou,
+                    cfg.max_detections,
+                    cfg.min_box_size,
+                )
+            else:
+                det = empty_detections(self.spatial_dims, images.device)
+            if seg is not None:
+                det["seg"] = seg[i]
+            results.append(det)
+        return results
+
+
+class RetinaNet(OneStageDetector):
+    """Retina Net (the paper's ablation): Retina U-Net without the segmentation head and loss."""
+
+    name = "retina_net"
+
+
+class RetinaUNet(OneStageDetector):
+    """Retina U-Net: Retina Net on the U-FPN (P0..P5) + 1x1 seg head on P0, loss += (Dice + CE) / 2."""
+
+    name = "retina_unet"
+    with_seg = True
+    needs_masks = True
+    has_segmentation = True

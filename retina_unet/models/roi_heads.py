@@ -1,0 +1,109 @@
+"""Second stage of Mask R-CNN / Faster R-CNN+: multi-level RoIAlign, box head, mask head.
+
+RoIAlign goes through ``retina_unet.ops.roi_align``; RoIs are scaled to each level's grid per axis
+before the call (``spatial_scale=1``), so anisotropic 3D strides work with the scalar-scale op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from retina_unet.models.postprocess import op
+from retina_unet.nn.layers import ConvNormAct, conv_layer, conv_transpose_layer
+
+
+def assign_levels(
+    boxes: torch.Tensor, levels: Sequence[int], canonical_size: float, canonical_level: int
+) -> torch.Tensor:
+    """FPN level per box: floor(canonical_level + log2(geometric-mean extent / canonical_size)),
+    clamped to ``levels`` (contiguous)."""
+    d = boxes.shape[1] // 2
+    ext = (boxes[:, d:] - boxes[:, :d]).clamp(min=1e-6)
+    size = torch.exp(torch.log(ext).mean(dim=1))
+    k = torch.floor(canonical_level + torch.log2(size / canonical_size + 1e-8))
+    return k.clamp(min(levels), max(levels)).to(torch.int64)
+
+
+def multilevel_roi_align(
+    feats: dict[int, torch.Tensor],
+    boxes: Sequence[torch.Tensor],
+    strides: dict[int, Sequence[int]],
+    levels: Sequence[int],
+    output_size: Sequence[int],
+    canonical_size: float,
+    canonical_level: int,
+    sampling_ratio: int = 2,
+) -> torch.Tensor:
+    """Pool every image's boxes from its assigned level: ``(sum R_i, ch, *output_size)``."""
+    all_boxes = torch.cat(list(boxes), 0)
+    batch = torch.cat(
+        [
+            torch.full((b.shape[0],), i, dtype=all_boxes.dtype, device=all_boxes.device)
+            for i, b in enumerate(boxes)
+        ]
+    )
+    ch = feats[levels[0]].shape[1]
+    out = all_boxes.new_zeros((all_boxes.shape[0], ch, *output_size)).to(feats[levels[0]].dtype)
+    if all_boxes.shape[0] == 0:
+        return out
+    lvl = assign_levels(all_boxes, levels, canonical_size, canonical_level)
+    roi_align = op("roi_align")
+    for k in levels:
+        idx = torch.nonzero(lvl == k).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        scale = torch.tensor(
+            [1.0 / s for s in strides[k]] * 2, dtype=all_boxes.dtype, device=all_boxes.device
+        )
+        rois = torch.cat([batch[idx, None], all_boxes[idx] * scale], 1).float()
+        # float32 features and rois: the op wants matching dtypes, and autocast may hand us float16
+        out[idx] = roi_align(feats[k].float(), rois, tuple(output_size), 1.0, sampling_ratio, True).to(
+            out.dtype
+        )
+    return out
+
+
+class BoxHead(nn.Module):
+    """Two FC layers on the pooled RoI, then class logits (C+1) and class-specific deltas ((C+1) * 2D)."""
+
+    def __init__(self, spatial_dims: int, cin: int, pool: Sequence[int], fc: int, num_classes: int) -> None:
+        super().__init__()
+        self.spatial_dims, self.num_outputs = spatial_dims, num_classes + 1
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(cin * math.prod(pool), fc),
+            nn.ReLU(inplace=True),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+        )
+        self.cls = nn.Linear(fc, num_classes + 1)
+        self.box = nn.Linear(fc, (num_classes + 1) * 2 * spatial_dims)
+        nn.init.normal_(self.cls.weight, std=0.01)
+        nn.init.normal_(self.box.weight, std=0.001)
+        nn.init.zeros_(self.cls.bias)
+        nn.init.zeros_(self.box.bias)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> logits ``(R, C+1)``, deltas ``(R, C+1, 2D)``."""
+        h = self.fc(pooled)
+        return self.cls(h), self.box(h).view(-1, self.num_outputs, 2 * self.spatial_dims)
+
+
+class MaskHead(nn.Module):
+    """4 x conv3x3 + ReLU, transposed conv x2 + ReLU, 1x1 conv to one mask logit per class:
+    ``(R, ch, *pool)`` -> ``(R, C, *(2 * pool))``."""
+
+    def __init__(self, spatial_dims: int, cin: int, width: int, num_classes: int, norm: str | None) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            *[ConvNormAct(spatial_dims, cin if i == 0 else width, width, 3, norm=norm) for i in range(4)]
+        )
+        self.up = conv_transpose_layer(spatial_dims)(width, width, 2, stride=2)
+        self.logits = conv_layer(spatial_dims)(width, num_classes, 1)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.logits(torch.relu(self.up(self.convs(pooled))))

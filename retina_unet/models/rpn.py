@@ -1,0 +1,118 @@
+"""Region proposal network on the FPN levels (2D / 3D): objectness + box deltas per anchor.
+
+Objectness is a sigmoid logit trained with binary CE on a balanced anchor sample (torchvision's
+recipe; MDT used a 2-class softmax with mining - equivalent in role). Proposals: per level the
+``rpn_pre_nms_top_k`` best anchors, decoded and clipped, then NMS through ``retina_unet.ops``
+(per level, as groups) and the ``rpn_post_nms_top_k_*`` best overall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retina_unet import ops
+from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
+from retina_unet.models.coder import BoxCoder, clip_boxes
+from retina_unet.models.config import ModelConfig
+from retina_unet.models.losses import box_regression_loss
+from retina_unet.models.matcher import Matcher
+from retina_unet.models.postprocess import op
+from retina_unet.models.sampling import sample_balanced
+from retina_unet.nn.layers import ConvNormAct, conv_layer
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then 1x1 convs to A objectness logits and A * 2D deltas (shared over levels)."""
+
+    def __init__(self, spatial_dims: int, cin: int, width: int, num_anchors: int, norm: str | None) -> None:
+        super().__init__()
+        conv = conv_layer(spatial_dims)
+        self.conv = ConvNormAct(spatial_dims, cin, width, 3, norm=norm)
+        self.objectness = conv(width, num_anchors, 1)
+        self.deltas = conv(width, num_anchors * 2 * spatial_dims, 1)
+        for m in (self.objectness, self.deltas):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv(x)
+        return self.objectness(h), self.deltas(h)
+
+
+class RPN(nn.Module):
+    """``rpn(feats, image_size, targets)`` -> (proposals per image ``[Tensor[R_i, 2*D]]``, losses)."""
+
+    def __init__(self, cfg: ModelConfig, fpn_channels: int, strides: dict[int, Sequence[int]]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.levels = tuple(cfg.detection_levels)
+        self.strides = [tuple(strides[k]) for k in self.levels]
+        self.anchor_generator = AnchorGenerator(
+            cfg.spatial_dims, cfg.anchor_sizes, cfg.rpn_anchor_scales_per_octave, cfg.anchor_ratios
+        )
+        self.head = RPNHead(
+            cfg.spatial_dims, fpn_channels, cfg.head_channels, self.anchor_generator.num_anchors, cfg.norm
+        )
+        self.matcher = Matcher(cfg.rpn_fg_iou, cfg.rpn_bg_iou, low_quality=True)
+        self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
+
+    def forward(
+        self,
+        feats: dict[int, torch.Tensor],
+        image_size: tuple[int, ...],
+        targets: Sequence[dict] | None = None,
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        d = self.cfg.spatial_dims
+        obj, deltas, counts = [], [], []
+        for k in self.levels:
+            o, dl = self.head(feats[k])
+            obj.append(flatten_head_output(o, 1).squeeze(-1))  # (B, A_l)
+            deltas.append(flatten_head_output(dl, 2 * d))  # (B, A_l, 2D)
+            counts.append(obj[-1].shape[1])
+        shapes = [feats[k].shape[2:] for k in self.levels]
+        anchors = torch.cat(self.anchor_generator(shapes, self.strides, obj[0].device), 0)
+        obj_all, deltas_all = torch.cat(obj, 1), torch.cat(deltas, 1)
+        proposals = self._proposals(obj_all.detach(), deltas_all.detach(), anchors, counts, image_size)
+        losses = self._losses(obj_all, deltas_all, anchors, targets) if targets is not None else {}
+        return proposals, losses
+
+    def _proposals(self, obj, deltas, anchors, counts, image_size) -> list[torch.Tensor]:
+        cfg, d = self.cfg, self.cfg.spatial_dims
+        post = cfg.rpn_post_nms_top_k_train if self.training else cfg.rpn_post_nms_top_k_test
+        out = []
+        for i in range(obj.shape[0]):
+            idx, lvl = [], []
+            start = 0
+            for li, n in enumerate(counts):
+                k = min(n, cfg.rpn_pre_nms_top_k)
+                top = torch.topk(obj[i, start : start + n], k).indices + start
+                idx.append(top)
+                lvl.append(torch.full((k,), li, dtype=torch.int64, device=obj.device))
+                start += n
+            idx, lvl = torch.cat(idx), torch.cat(lvl)
+            boxes = clip_boxes(self.coder.decode(deltas[i, idx].float(), anchors[idx]), image_size)
+            scores = obj[i, idx].float()
+            ok = ((boxes[:, d:] - boxes[:, :d]) >= cfg.min_box_size).all(dim=1)
+            boxes, scores, lvl = boxes[ok], scores[ok], lvl[ok]
+            keep = op("batched_nms")(boxes, scores, lvl, cfg.rpn_nms_iou, max_output=post)  # by score
+            out.append(boxes[keep])
+        return out
+
+    def _losses(self, obj, deltas, anchors, targets) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        cls_l, box_l = [], []
+        for i, t in enumerate(targets):
+            gt = t["boxes"].to(device=obj.device, dtype=torch.float32)
+            iou = ops.box_iou(gt, anchors) if gt.shape[0] else anchors.new_zeros((0, anchors.shape[0]))
+            matches = self.matcher(iou)
+            pos, neg = sample_balanced(matches, cfg.rpn_batch_size, cfg.rpn_positive_fraction)
+            sel = torch.cat([pos, neg])
+            target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).to(obj.dtype)
+            cls_l.append(F.binary_cross_entropy_with_logits(obj[i, sel].float(), target.float()))
+            box_t = self.coder.encode(gt[matches[pos]], anchors[pos])
+            box_l.append(box_regression_loss(deltas[i, pos].float(), box_t, cfg.smooth_l1_beta))
+        return {"rpn_class": torch.stack(cls_l).mean(), "rpn_box": torch.stack(box_l).mean()}
