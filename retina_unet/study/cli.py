@@ -1,0 +1,213 @@
+"""``python -m retina_unet.study run|status|report|presets`` (also mountable under another CLI).
+
+Examples::
+
+    python -m retina_unet.study run --preset quick                  # -> studies/quick, then report
+    python -m retina_unet.study run --preset smoke --backend ray     # a local Ray instance
+    python -m retina_unet.study run --preset paper --backend ray --address auto --gpus-per-run 1
+    python -m retina_unet.study run --preset quick --n-train 1000 100 20 --seeds 0 1 --out studies/q2
+    python -m retina_unet.study status --out studies/quick
+    python -m retina_unet.study report --out studies/quick           # -> reports/quick/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, parse_overrides, preset
+from retina_unet.study.store import StudyFolder
+
+
+def _definition(args: argparse.Namespace) -> StudyDefinition:
+    """--preset (default: the folder's own definition, else quick) with the grid options on top."""
+    base = None
+    if args.preset is None and args.out and (Path(args.out) / "study.json").exists():
+        base = StudyFolder(args.out).load_definition()
+    base = base or preset(args.preset or "quick")
+    changes = {k: tuple(v) for k, v in (("tasks", args.tasks), ("models", args.models), ("n_train", args.n_train),
+                                         ("seeds", args.seeds), ("dims", args.dims)) if v}
+    if args.train_preset:
+        changes["train_preset"] = args.train_preset
+    if args.set:
+        changes["overrides"] = {**dict(base.overrides), **parse_overrides(args.set)}
+    if args.name:
+        changes["name"] = args.name
+    return base.replace(**changes) if changes else base
+
+
+def _out(args: argparse.Namespace, name: str) -> Path:
+    return Path(args.out) if args.out else Path("studies") / name
+
+
+def _report_dir(args: argparse.Namespace, name: str) -> Path:
+    return Path(args.report_dir) if args.report_dir else Path("reports") / name
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from retina_unet.study.backends import LocalBackend, RayBackend
+    from retina_unet.study.runner import run_study
+
+    definition = _definition(args)
+    if args.backend == "ray":
+        backend = RayBackend(args.address, args.cpus_per_run or 1, args.gpus_per_run, args.num_cpus, args.workers)
+    else:
+        if args.address:
+            raise StudyError("--address needs --backend ray")
+        backend = LocalBackend(args.workers, args.cpus_per_run)
+    out = _out(args, definition.name)
+    if args.dry_run:
+        return _dry_run(definition, out)
+    command = getattr(args, "command_line", None) or " ".join(
+        ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
+    summary = run_study(definition, out, backend=backend, data_root=args.data_root, progress=not args.no_progress,
+                        max_runs=args.max_runs, command=command)
+    print(f"[study] {len(summary.done)} run(s) done, {len(summary.failed)} failed, {summary.skipped} already "
+          f"finished, {summary.total} in the study; {summary.wall_time_s:.0f} s", file=sys.stderr)
+    if summary.failed:
+        print(f"[study] failed runs (tracebacks in {out / 'failed'}): {', '.join(summary.failed)}", file=sys.stderr)
+    if args.report and summary.complete:
+        from retina_unet.study.report import write_report
+
+        path = write_report(out, _report_dir(args, definition.name))
+        print(f"[study] report: {path}", file=sys.stderr)
+    return 0 if not summary.failed else 1
+
+
+def _dry_run(definition: StudyDefinition, out: Path) -> int:
+    """Validate and resolve every run, say which are finished; run and write nothing."""
+    from retina_unet.study.engine import TrainingEngine
+    from retina_unet.study.runner import plan_study
+
+    planned = plan_study(definition, TrainingEngine())
+    folder = StudyFolder(out)
+    folder.check_definition(definition)
+    done = 0
+    for spec, h in planned:
+        finished = folder.read_result(f"{spec.label}-{h}", h) is not None
+        done += finished
+        print(f"{'finished' if finished else 'to run  '}  {spec.label}-{h}")
+    print(f"{definition.name} ({definition.hash}): {len(planned)} runs, {done} finished, {len(planned) - done} to run "
+          f"-> {out}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from retina_unet.study.runner import study_status
+
+    if not args.out:
+        raise StudyError("status needs --out STUDY_FOLDER")
+    st = study_status(args.out)
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        from retina_unet.study.progress import format_seconds
+
+        eta = st["mean_run_s"] * st["left"] if st["mean_run_s"] else None
+        print(f"{st['study']} ({st['hash']}) in {st['folder']}: {st['finished']}/{st['total']} finished, "
+              f"{st['running']} running, {st['failed']} failed, {st['left']} left "
+              f"(~{format_seconds(eta)} sequential at {format_seconds(st['mean_run_s'])}/run); "
+              f"sweep {'active' if st['sweep_active'] else 'not running'}"
+              + (f"; {st['outdated']} result(s) of older training configs ignored" if st["outdated"] else ""))
+        for rid in st["running_runs"]:
+            print(f"  running: {rid}")
+        for rid in st["failed_runs"]:
+            print(f"  failed:  {rid}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from retina_unet.study.report import write_report
+
+    if not args.out:
+        raise StudyError("report needs --out STUDY_FOLDER")
+    definition = StudyFolder(args.out).load_definition()
+    if definition is None:
+        raise StudyError(f"{args.out} is not a study folder (no study.json)")
+    command = getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
+    path = write_report(args.out, _report_dir(args, definition.name), n_examples=args.examples, command=command)
+    print(f"[study] report: {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name, d in PRESETS.items():
+        print(f"{name}: {len(d.runs())} runs = {len(d.tasks)} task(s) x {len(d.models)} model(s) x "
+              f"{len(d.n_train)} size(s) x {len(d.seeds)} seed(s) x {len(d.dims)} dim(s); training preset "
+              f"{d.train_preset!r}\n  {json.dumps(d.to_dict())}")
+    return 0
+
+
+def add_study_subcommands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Mount ``study run|status|report|presets`` on another CLI's subparsers.
+
+    Each subcommand sets ``func`` (call ``args.func(args)``, an int exit code); :class:`StudyError` is
+    a ``ValueError``. :func:`dispatch` calls ``func`` and turns a StudyError into a message and exit 2.
+    In ``retina_unet/cli.py``: ``COMMANDS["study"] = add_study_subcommands``.
+    """
+    study = subparsers.add_parser("study", help="the toy data-size scaling study: run, status, report")
+    _fill(study)
+    return study
+
+
+def _fill(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="study_command", required=True)
+    run = sub.add_parser("run", help="run (or resume) a study")
+    run.add_argument("--preset", choices=sorted(PRESETS), help="study preset (default: the folder's own, else quick)")
+    run.add_argument("--out", help="study folder (default: studies/<name>)")
+    run.add_argument("--name", help="study name (default: the preset's)")
+    run.add_argument("--tasks", nargs="+", metavar="TASK")
+    run.add_argument("--models", nargs="+", metavar="MODEL")
+    run.add_argument("--n-train", nargs="+", type=int, metavar="N")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
+    run.add_argument("--dims", nargs="+", type=int, choices=(2, 3))
+    run.add_argument("--train-preset", help="training engine preset: smoke | cpu | paper")
+    run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="TrainConfig overrides for every run")
+    run.add_argument("--backend", choices=("local", "ray"), default="local")
+    run.add_argument("--workers", type=int, help="parallel runs (local default: cpus // cpus-per-run)")
+    run.add_argument("--cpus-per-run", type=int, help="torch threads / Ray CPUs per run (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0)")
+    run.add_argument("--address", help="Ray cluster address (omit: start a local Ray instance)")
+    run.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray instance (default: all)")
+    run.add_argument("--data-root", help="toy-data folder for the training engine")
+    run.add_argument("--max-runs", type=int, help="run at most this many runs in this sweep")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    run.add_argument("--report", action="store_true", help="write the report when the study is complete")
+    run.add_argument("--report-dir", help="report folder (default: reports/<name>)")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="finished / running / failed / left of a study folder")
+    status.add_argument("--out", required=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    report = sub.add_parser("report", help="CSV, figures and Markdown report from a study folder")
+    report.add_argument("--out", required=True, help="study folder")
+    report.add_argument("--report-dir", help="report folder (default: reports/<name>)")
+    report.add_argument("--examples", type=int, default=3, help="example test images per model in the panel")
+    report.set_defaults(func=cmd_report)
+    presets = sub.add_parser("presets", help="list the study presets")
+    presets.set_defaults(func=cmd_presets)
+
+
+def dispatch(args: argparse.Namespace, prog: str = "python -m retina_unet.study") -> int:
+    """Run a parsed study command; a :class:`StudyError` becomes a one-paragraph message and exit 2."""
+    args.command_line = getattr(args, "command_line", None) or " ".join([prog, *map(shlex.quote, sys.argv[1:])])
+    try:
+        return args.func(args)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retina_unet.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _fill(parser)
+    args = parser.parse_args(argv)
+    if argv is not None:
+        args.command_line = " ".join(["python -m retina_unet.study", *map(shlex.quote, argv)])
+    return dispatch(args)

@@ -1,0 +1,168 @@
+"""seaborn figures of a study: scaling curves, paired differences, example predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from retina_unet.study.report.tables import t_errorbar  # noqa: E402
+
+MODEL_ORDER = ("retina_unet", "retina_net", "ufrcnn_plus", "faster_rcnn_plus", "mask_rcnn", "detunet")
+
+
+def _log_x(g: sns.FacetGrid, sizes: list[int]) -> None:
+    for ax in g.axes.flat:
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(s) for s in sizes])
+        ax.minorticks_off()
+
+
+def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
+    """Test mAP vs n_train (log x), a panel per task (and dim), a line per model: mean and 95% t-CI."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    data = df.assign(task_dim=df["task"] + " " + df["dim"].astype(str) + "D")
+    order = [m for m in MODEL_ORDER if m in set(data.model)] + sorted(set(data.model) - set(MODEL_ORDER))
+    g = sns.relplot(data=data, x="n_train", y="map", hue="model", hue_order=order, col="task_dim", kind="line",
+                    marker="o", errorbar=t_errorbar, err_style="band", height=3.6, aspect=1.2,
+                    facet_kws={"sharey": True})
+    _log_x(g, sorted(data.n_train.unique()))
+    g.set_axis_labels("training images (n_train, log scale)", "test mAP (IoU > 0.1)")
+    g.set_titles("{col_name}")
+    g.figure.suptitle("mean over seeds, band = 95% t-interval", y=1.03, fontsize=10)
+    g.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(g.figure)
+    return path
+
+
+def plot_paired(per_seed: pd.DataFrame, path: Path, a: str = "Retina U-Net", b: str = "Retina Net") -> Path:
+    """Paired difference a - b per training size (per seed dots, mean and 95% t-CI bars)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    data = per_seed.assign(task_dim=per_seed["task"] + " " + per_seed["dim"].astype(str) + "D")
+    g = sns.FacetGrid(data, col="task_dim", height=3.6, aspect=1.2, sharey=True)
+    g.map_dataframe(sns.lineplot, x="n_train", y="diff", errorbar=t_errorbar, err_style="bars", marker="o",
+                    color="C0", err_kws={"capsize": 4})
+    g.map_dataframe(sns.scatterplot, x="n_train", y="diff", color="0.4", alpha=0.6, s=18)
+    for ax in g.axes.flat:
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+    _log_x(g, sorted(data.n_train.unique()))
+    g.set_axis_labels("training images (n_train, log scale)", f"mAP({a}) - mAP({b})")
+    g.set_titles("{col_name}")
+    g.figure.suptitle("paired by seed: mean, 95% t-interval, dots = seeds", y=1.03, fontsize=10)
+    g.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(g.figure)
+    return path
+
+
+def _example_runs(df: pd.DataFrame) -> list[pd.Series]:
+    """Per model: the seed-0 (lowest seed) run at the largest and the smallest training size."""
+    picks = []
+    for (task, _dim), tdf in df.groupby(["task", "dim"]):
+        if task != "donuts_shape" and "donuts_shape" in set(df.task):
+            continue
+        for model in [m for m in MODEL_ORDER if m in set(tdf.model)] + sorted(set(tdf.model) - set(MODEL_ORDER)):
+            mdf = tdf[(tdf.model == model) & (tdf.seed == tdf.seed.min())]
+            for n in sorted({mdf.n_train.max(), mdf.n_train.min()}, reverse=True):
+                picks.append(mdf[mdf.n_train == n].iloc[0])
+        break  # one task is enough for a picture
+    return picks
+
+
+def predict_examples(study_root: Path, envelope: dict[str, Any], n: int) -> tuple[np.ndarray, list[dict], list[dict]]:
+    """Re-run the best kept epoch of a finished run (no TTA) on the first ``n`` test images."""
+    import torch
+
+    import toy_data
+    from retina_unet.training import load_models
+
+    run_dir = study_root / envelope["artifacts"] / "out"
+    dataset_path = Path(envelope["result"]["dataset"])
+    if not dataset_path.is_absolute():
+        dataset_path = Path.cwd() / dataset_path
+    _, models, _ = load_models(run_dir, ensemble=False, device="cpu")
+    test = toy_data.load_dataset(dataset_path, verify=False).split("test")
+    images = np.asarray(test.images[:n], dtype=np.float32)
+    x = torch.from_numpy(np.array(images if images.ndim == 4 else images[:, None]))  # a writable copy
+    with torch.no_grad():
+        preds = models[0].predict(x)
+    gts = [{"boxes": np.asarray(test.boxes[i]).reshape(-1, 4), "labels": np.asarray(test.labels[i]).reshape(-1)}
+           for i in range(n)]
+    return images.reshape(n, *images.shape[-2:]), [{k: np.asarray(v) for k, v in p.items() if k != "seg"} for p in preds], gts
+
+
+def _draw_box(ax, box, color, offset=(0, 0), ls="-", lw=1.5) -> None:
+    y0, x0, y1, x1 = (float(v) for v in box)
+    y0, y1, x0, x1 = y0 - offset[0], y1 - offset[0], x0 - offset[1], x1 - offset[1]
+    ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, ls=ls, lw=lw,
+                               clip_on=True))
+
+
+def _window(image: np.ndarray, gt_box: np.ndarray, min_size: int = 96) -> tuple[int, int, int]:
+    """(top, left, size) of a square crop around the ground-truth object (objects are small at 320^2)."""
+    h, w = image.shape
+    y0, x0, y1, x1 = (float(v) for v in gt_box)
+    size = int(min(h, w, max(min_size, 3 * max(y1 - y0, x1 - x0))))
+    top = int(np.clip((y0 + y1) / 2 - size / 2, 0, h - size))
+    left = int(np.clip((x0 + x1) / 2 - size / 2, 0, w - size))
+    return top, left, size
+
+
+def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, score_floor: float = 0.1) -> tuple[Path | None, str]:
+    """A grid: rows = (model, n_train), columns = the first ``n`` test images, GT dashed, predictions solid.
+
+    Returns (path or None, a note saying what was drawn or why nothing was). 2D runs only.
+    """
+    rows = [r for r in _example_runs(df[df["dim"] == 2]) if r is not None]
+    if not rows:
+        return None, "no 2D runs to draw"
+    drawn, failures = [], []
+    for r in rows:
+        env = json.loads((study_root / "results" / f"{r.run_id}.json").read_text())
+        try:
+            drawn.append((r, *predict_examples(study_root, env, n)))
+        except Exception as exc:  # artefacts missing (e.g. Ray without a shared filesystem)
+            failures.append(f"{r.run_id}: {type(exc).__name__}: {exc}")
+    if not drawn:
+        return None, "example predictions unavailable: " + "; ".join(failures)
+    colors = {1: "tab:orange", 2: "tab:cyan"}
+    fig, axes = plt.subplots(len(drawn), n, figsize=(2.4 * n, 2.5 * len(drawn)), squeeze=False)
+    for i, (r, images, preds, gts) in enumerate(drawn):
+        for j in range(n):
+            ax = axes[i, j]
+            top, left, size = _window(images[j], gts[j]["boxes"][0])
+            ax.imshow(images[j][top:top + size, left:left + size], cmap="gray", vmin=0, vmax=1.2)
+            for b, lab in zip(gts[j]["boxes"], gts[j]["labels"], strict=True):
+                _draw_box(ax, b, colors.get(int(lab), "w"), (top, left), ls="--", lw=1.0)
+            p = preds[j]
+            order = np.argsort(-p["scores"], kind="stable")
+            keep = [k for k in order if p["scores"][k] > score_floor][:3]
+            for k in keep:
+                color = colors.get(int(p["labels"][k]), "r")
+                _draw_box(ax, p["boxes"][k], color, (top, left))
+                y0, x0 = float(p["boxes"][k][0]) - top, float(p["boxes"][k][1]) - left
+                ax.text(x0, y0 - 2, f"c{int(p['labels'][k])} {p['scores'][k]:.2f}", color=color, fontsize=7,
+                        clip_on=True)
+            ax.set_xlim(-0.5, size - 0.5)
+            ax.set_ylim(size - 0.5, -0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"{r.model}\nn={r.n_train}", fontsize=8)
+            if i == 0:
+                ax.set_title(f"test #{j} (GT class {int(gts[j]['labels'][0])})", fontsize=8)
+    fig.suptitle("crops around the object; best epoch, no TTA\ndashed = ground truth, solid = top-3 predictions "
+                 "(score > 0.1)\norange = class 1 (disc), cyan = class 2 (disc with hole)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    note = f"{len(drawn)} run(s) drawn" + (f"; skipped: {'; '.join(failures)}" if failures else "")
+    return path, note

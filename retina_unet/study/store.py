@@ -1,0 +1,278 @@
+"""The study folder: one definition, one result file per finished run, nothing that looks finished early.
+
+Layout::
+
+    <root>/study.json               the definition and its hash (written once; a different one is refused)
+    <root>/results/<run_id>.json    one finished run (the only thing that counts as finished)
+    <root>/runs/<run_id>/           the engine's artefacts of that run (checkpoints, predictions)
+    <root>/work/<run_id>/           a run in progress or killed (RUNNING marker + engine out_dir with its
+                                    checkpoints: a rerun resumes there); never counted
+    <root>/failed/<run_id>.json     the last failure of a run (traceback); retried on the next sweep
+    <root>/.lock                    held by the one sweep allowed to write here
+
+A run commits in two steps: its work folder is renamed to ``runs/<run_id>``, then its result file is
+written to a temporary name and ``os.replace``d into ``results/``. A kill at any point leaves either
+no result file or a complete one; :meth:`StudyFolder.read_result` also rejects a result file that is
+truncated, from another config, or not a success, so such a file is redone and never counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from retina_unet.study.definition import StudyDefinition, StudyError
+
+RESULT_SCHEMA = 1
+MAP_KEY = "mAP"  # the test mAP in the training engine's result
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()
+    return str(obj)
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the code (with ``-dirty`` when the tree has changes), or None."""
+    import subprocess
+
+    cwd = cwd or Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def _relocate(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return new + obj[len(old):] if obj.startswith(old) else obj
+    if isinstance(obj, dict):
+        return {k: _relocate(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocate(v, old, new) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    with contextlib.suppress(OSError):  # make the rename durable (not supported everywhere)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class StudyFolder:
+    """Paths and bookkeeping of one study folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.study_json = self.root / "study.json"
+        self.results = self.root / "results"
+        self.runs = self.root / "runs"
+        self.work = self.root / "work"
+        self.failed = self.root / "failed"
+
+    # -- the definition ------------------------------------------------------------------------
+    def load_definition(self) -> StudyDefinition | None:
+        if not self.study_json.exists():
+            return None
+        try:
+            doc = json.loads(self.study_json.read_text())
+            definition = StudyDefinition.from_dict(doc["definition"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StudyError(f"{self.study_json} is unreadable ({exc}); it is not a study folder or it "
+                             "was damaged: use another folder") from exc
+        if doc.get("hash") != definition.hash:
+            raise StudyError(f"{self.study_json}: stored hash {doc.get('hash')} does not match its definition "
+                             f"({definition.hash}); the file was edited or written by another version")
+        return definition
+
+    def check_definition(self, definition: StudyDefinition) -> None:
+        """Raise when the folder holds another study (or is not a study folder but is not empty)."""
+        existing = self.load_definition()
+        if existing is not None:
+            if existing.hash != definition.hash:
+                ours, theirs = definition.to_dict(), existing.to_dict()
+                diff = ", ".join(f"{k}: folder has {theirs[k]!r}, asked {ours[k]!r}" for k in ours if ours[k] != theirs[k])
+                raise StudyError(
+                    f"{self.root} holds study {existing.name!r} (hash {existing.hash}), not the one asked for "
+                    f"(hash {definition.hash}): {diff}. Nothing was changed; use another --out folder, or "
+                    "rerun with the folder's own definition (`study run --out DIR` without grid options)."
+                )
+        elif self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
+            raise StudyError(f"{self.root} exists, is not empty and has no study.json: refusing to write into it")
+
+    def initialise(self, definition: StudyDefinition) -> None:
+        self.check_definition(definition)
+        for d in (self.results, self.runs, self.work, self.failed):
+            d.mkdir(parents=True, exist_ok=True)
+        if not self.study_json.exists():
+            atomic_write_json(self.study_json, {"hash": definition.hash, "definition": definition.to_dict(),
+                                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock: one sweep writes to a folder at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StudyError(f"another sweep is running on {self.root} (its .lock is held); wait for it "
+                                 "or stop it first") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def is_locked(self) -> bool:
+        if not (self.root / ".lock").exists():
+            return False
+        with open(self.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    # -- results -------------------------------------------------------------------------------
+    def result_path(self, run_id: str) -> Path:
+        return self.results / f"{run_id}.json"
+
+    def read_result(self, run_id: str, config_hash: str | None = None) -> dict[str, Any] | None:
+        """The run's result envelope when it is complete and valid, else None (missing, partial, foreign)."""
+        try:
+            env = json.loads(self.result_path(run_id).read_text())
+        except (OSError, ValueError):
+            return None
+        ok = (
+            isinstance(env, dict)
+            and env.get("schema") == RESULT_SCHEMA
+            and env.get("status") == "ok"
+            and env.get("run_id") == run_id
+            and (config_hash is None or env.get("config_hash") == config_hash)
+            and isinstance(env.get("result"), dict)
+            and isinstance(env["result"].get(MAP_KEY), (int, float))
+        )
+        return env if ok else None
+
+    def all_results(self) -> list[dict[str, Any]]:
+        """Every valid result envelope in the folder (the report's input)."""
+        out = []
+        for path in sorted(self.results.glob("*.json")):
+            env = self.read_result(path.stem)
+            if env is not None:
+                out.append(env)
+        return out
+
+    def write_result(self, envelope: dict[str, Any]) -> Path:
+        path = self.result_path(envelope["run_id"])
+        atomic_write_json(path, envelope)
+        return path
+
+    # -- work in progress ----------------------------------------------------------------------
+    def work_dir(self, run_id: str, info: dict[str, Any]) -> Path:
+        """The run's work folder, kept across kills so the engine can resume from its checkpoints."""
+        work = self.work / run_id
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(work / "RUNNING", {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                                             "started": time.time(), **info})
+        return work
+
+    def interrupted(self) -> list[str]:
+        """Run ids with a work folder but no result (while no sweep holds the lock: killed runs)."""
+        if not self.work.exists():
+            return []
+        return sorted(d.name for d in self.work.iterdir() if d.is_dir() and self.read_result(d.name) is None)
+
+    def running(self) -> list[dict[str, Any]]:
+        """RUNNING markers of runs whose process is alive (or on another host, where we cannot tell)."""
+        out = []
+        if self.work.exists():
+            for marker in self.work.glob("*/RUNNING"):
+                with contextlib.suppress(OSError, ValueError):
+                    info = json.loads(marker.read_text())
+                    if info.get("host") != socket.gethostname() or _alive(info.get("pid")):
+                        out.append(info)
+        return out
+
+    def commit(self, work: Path, envelope: dict[str, Any]) -> Path:
+        """Move the work folder's artefacts to ``runs/<run_id>``, then write the result file (last)."""
+        run_id = envelope["run_id"]
+        final = self.runs / run_id
+        if final.exists():  # artefacts of an earlier attempt whose result was never written
+            shutil.rmtree(final)
+        (work / "RUNNING").unlink(missing_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, final)
+        rel = str(final.relative_to(self.root))
+        # Paths the engine returned point into the work folder; make them relative to the study root.
+        envelope = {**_relocate(envelope, str(work), rel), "artifacts": rel}
+        (self.failed / f"{run_id}.json").unlink(missing_ok=True)
+        return self.write_result(envelope)
+
+    def log_sweep(self, entry: dict[str, Any]) -> None:
+        """Append one line per sweep (command, commit, wall time): the report's provenance."""
+        with open(self.root / "sweeps.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True, default=_json_default) + "\n")
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        out = []
+        with contextlib.suppress(OSError):
+            for line in (self.root / "sweeps.jsonl").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+    def record_failure(self, envelope: dict[str, Any]) -> None:
+        atomic_write_json(self.failed / f"{envelope['run_id']}.json", envelope)
+
+    def failures(self) -> list[dict[str, Any]]:
+        out = []
+        if self.failed.exists():
+            for path in sorted(self.failed.glob("*.json")):
+                with contextlib.suppress(OSError, ValueError):
+                    out.append(json.loads(path.read_text()))
+        return out

@@ -1,0 +1,245 @@
+"""The runner's bookkeeping with a fake engine: resume, skip, atomicity, bad input, backends' plumbing."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from retina_unet.study import LocalBackend, StudyDefinition, StudyError, StudyFolder, run_study, study_status
+from retina_unet.study.cli import main as study_main
+from retina_unet.study.store import atomic_write_json
+from retina_unet.study.testing import FakeEngine, read_log
+
+
+def small(**kw) -> StudyDefinition:
+    base = dict(name="t", tasks=("donuts_shape",), models=("retina_net", "retina_unet"), n_train=(100, 20),
+                seeds=(0,), dims=(2,), train_preset="smoke")
+    return StudyDefinition(**{**base, **kw})
+
+
+def snapshot(root) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((root / "results").glob("*.json"))}
+
+
+def run(defn, out, engine=None, **kw):
+    return run_study(defn, out, engine=engine or FakeEngine(), backend=kw.pop("backend", LocalBackend(1)),
+                     progress=False, **kw)
+
+
+def test_a_study_writes_one_named_result_per_run(tmp_path):
+    out = tmp_path / "s"
+    summary = run(small(), out)
+    assert summary.complete and len(summary.done) == 4 and not summary.failed
+    names = sorted(p.name for p in (out / "results").glob("*.json"))
+    assert len(names) == 4
+    assert names[0].startswith("donuts_shape-2d-retina_net-n100-s0-") and len(names[0].split("-")[-1]) == len("0123456789ab.json")
+    env = json.loads((out / "results" / names[0]).read_text())
+    assert env["status"] == "ok" and env["spec"]["model"] == "retina_net" and env["study_hash"] == small().hash
+    assert env["result"]["checkpoint"].startswith("runs/")  # engine paths relocated into the study folder
+    assert (out / env["result"]["checkpoint"]).exists() and not any((out / "work").iterdir())
+    assert json.loads((out / "study.json").read_text())["hash"] == small().hash
+    assert env["runner"]["threads"] == 1 and env["result"]["threads"] == 1
+
+
+def test_rerun_skips_finished_runs_and_rewrites_nothing(tmp_path):
+    out, log = tmp_path / "s", tmp_path / "log"
+    run(small(), out, FakeEngine(log=str(log)))
+    before = snapshot(out)
+    summary = run(small(), out, FakeEngine(log=str(log)))
+    assert summary.skipped == 4 and not summary.done
+    assert snapshot(out) == before and len(read_log(log)) == 4
+
+
+def test_partial_corrupt_or_foreign_results_are_redone_never_counted(tmp_path):
+    out = tmp_path / "s"
+    run(small(), out)
+    folder = StudyFolder(out)
+    files = sorted((out / "results").glob("*.json"))
+    files[0].write_text(files[0].read_text()[:50])  # truncated
+    bad = json.loads(files[1].read_text())
+    bad["config_hash"] = "000000000000"  # from another config
+    files[1].write_text(json.dumps(bad))
+    failed = json.loads(files[2].read_text())
+    failed["status"] = "failed"
+    files[2].write_text(json.dumps(failed))
+    assert len(folder.all_results()) == 2 - 1 + 1  # the foreign-hash file still parses as a result of its id...
+    assert study_status(out, FakeEngine())["finished"] == 1  # ...but is not counted for this config
+    log = tmp_path / "log"
+    summary = run(small(), out, FakeEngine(log=str(log)))
+    assert len(summary.done) == 3 and summary.skipped == 1 and len(read_log(log)) == 3
+    assert study_status(out, FakeEngine())["finished"] == 4
+
+
+def test_a_different_definition_is_refused_and_nothing_is_overwritten(tmp_path):
+    out = tmp_path / "s"
+    run(small(), out)
+    before, study = snapshot(out), (out / "study.json").read_bytes()
+    with pytest.raises(StudyError, match="holds study 't'.*seeds: folder has"):
+        run(small(seeds=(0, 1)), out)
+    assert snapshot(out) == before and (out / "study.json").read_bytes() == study
+
+
+def test_a_foreign_non_empty_folder_is_refused(tmp_path):
+    (tmp_path / "x.txt").write_text("mine")
+    with pytest.raises(StudyError, match="not empty and has no study.json"):
+        run(small(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(models=("retina_net", "yolo")), "unknown model"),
+    (dict(tasks=("squares",)), "unknown task"),
+])
+def test_bad_input_fails_before_anything_is_written(tmp_path, change, message):
+    with pytest.raises(StudyError, match=message):
+        run(small(**change), tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_training_size_larger_than_the_resolved_pool_is_refused(tmp_path):
+    with pytest.raises(StudyError, match=r"n_train 100 is larger than the training pool \(50 images\)"):
+        run(small(), tmp_path / "s", FakeEngine(pool_size=50))
+    assert not (tmp_path / "s").exists()
+
+
+def test_failed_runs_are_recorded_not_counted_and_retried(tmp_path):
+    out = tmp_path / "s"
+    summary = run(small(), out, FakeEngine(fail=("donuts_shape-2d-retina_net-n20-s0",)))
+    assert len(summary.failed) == 1 and len(summary.done) == 3 and not summary.complete
+    failure = json.loads(next((out / "failed").glob("*.json")).read_text())
+    assert "fake failure" in failure["error"] and "Traceback" in failure["traceback"]
+    assert study_status(out, FakeEngine())["failed"] == 1
+    summary = run(small(), out)
+    assert summary.done == [failure["run_id"]] and not any((out / "failed").iterdir())
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"v": 1})
+
+    def boom(obj, fh, **kw):
+        fh.write('{"v": 2, "trunc')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(path, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+
+
+def test_an_interrupted_run_is_resumed_from_its_work_folder_not_counted(tmp_path):
+    out = tmp_path / "s"
+    run(small(), out, max_runs=1)
+    folder = StudyFolder(out)
+    # Simulate a run killed mid-training: a work folder with a checkpoint, no result.
+    label = small().runs()[1].label
+    from retina_unet.study.execute import plan
+
+    run_id = f"{label}-{plan(FakeEngine(), small().runs()[1])[0]}"
+    (folder.work / run_id / "out").mkdir(parents=True)
+    (folder.work / run_id / "out" / "last.pt").write_text("half-trained")
+    st = study_status(out, FakeEngine())
+    assert st["finished"] == 1 and st["running"] == 0 and folder.interrupted() == [run_id]
+    summary = run(small(), out)
+    assert summary.skipped == 1 and run_id in summary.done and not folder.interrupted()
+
+
+def test_one_sweep_per_folder(tmp_path):
+    out = tmp_path / "s"
+    run(small(), out, max_runs=1)
+    folder, entered, release = StudyFolder(out), threading.Event(), threading.Event()
+
+    def hold():
+        with folder.lock():
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    entered.wait(10)
+    try:
+        assert folder.is_locked()
+        with pytest.raises(StudyError, match="another sweep is running"):
+            run(small(), out)
+    finally:
+        release.set()
+        t.join()
+
+
+def test_process_pool_backend(tmp_path):
+    out, log = tmp_path / "s", tmp_path / "log"
+    backend = LocalBackend(workers=2, threads=1)
+    summary = run(small(), out, FakeEngine(delay=0.2, log=str(log)), backend=backend)
+    assert summary.complete and len(summary.done) == 4
+    assert len({line for line in read_log(log)}) == 4
+    pids = {json.loads(x)["pid"] for x in log.read_text().splitlines()}
+    assert os.getpid() not in pids
+
+
+def test_default_local_backend_is_sized_to_the_machine():
+    from retina_unet.study.backends import cpu_count
+
+    assert LocalBackend().workers == max(1, cpu_count())
+    assert LocalBackend(threads=2).workers == max(1, cpu_count() // 2)
+    with pytest.raises(StudyError):
+        LocalBackend(workers=0)
+
+
+def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
+    assert study_main(["run", "--preset", "smoke", "--models", "yolo", "--out", str(tmp_path / "s")]) == 2
+    assert "unknown model(s) ['yolo']" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert study_main(["run", "--preset", "smoke", "--n-train", "5000", "--out", str(tmp_path / "s")]) == 2
+    assert "n_train=5000 is larger than the train pool (32)" in capsys.readouterr().err
+    assert study_main(["presets"]) == 0 and "quick:" in capsys.readouterr().out
+
+
+def test_status_on_a_fake_study(tmp_path):
+    out = tmp_path / "s"
+    run(small(), out, max_runs=3)
+    st = study_status(out, FakeEngine())
+    assert (st["total"], st["finished"], st["left"], st["running"], st["sweep_active"]) == (4, 3, 1, 0, False)
+
+
+def test_ctrl_c_stops_a_pool_sweep_at_once_and_leaves_nothing_finished(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    code = ("from retina_unet.study import *; from retina_unet.study.testing import FakeEngine; "
+            "d = StudyDefinition(name='t', tasks=('donuts_shape',), models=('retina_net', 'retina_unet'), "
+            "n_train=(20,), seeds=(0,)); "
+            f"run_study(d, {str(out)!r}, engine=FakeEngine(delay=60), backend=LocalBackend(2, 1), progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list((out / "work").glob("*/out/last.pt"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=20)
+    assert time.time() - t0 < 15  # did not wait for the 60 s runs
+    assert not list((out / "results").glob("*.json"))
+    assert len(StudyFolder(out).interrupted()) == 2  # resumable work folders, not results
+
+
+def test_progress_counts_and_eta():
+    from retina_unet.study.progress import SweepProgress, format_seconds
+
+    p = SweepProgress(total=10, already_done=2, concurrency=2, enabled=False)
+    assert p.eta() is None
+    p.started_run()
+    p.started_run()
+    assert (p.done, p.running, p.left) == (2, 2, 6)
+    p.finished_run("a", True, 100.0)
+    p.finished_run("b", False, 5.0)
+    assert (p.done, p.failed, p.running, p.left) == (3, 1, 0, 6)
+    assert p.eta() == 100.0 * 6 / 2  # mean of successful runs x runs left / concurrency
+    assert format_seconds(3725) == "1h02m" and format_seconds(65) == "1m05s"
+    p.close()
