@@ -1,0 +1,66 @@
+"""Checkpoints: atomic writes (temp file + fsync + rename) and the run directory layout.
+
+Run directory::
+
+    out_dir/
+      last.pt              resume state: model, optimizer, sampler + RNG states, history, top-k list
+      epoch_007.pt         one per kept top-k epoch: model weights + metadata
+      history.json         the training curve so far (per epoch losses, val mAP, times)
+      result.json          written by train_and_evaluate at the end
+
+Every checkpoint carries ``config`` (TrainConfig as dict), ``seed``, ``epoch``, ``git_commit`` and
+``environment``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LAST = "last.pt"
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: readers never see half a file."""
+    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def save_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically (NaN written as null by the caller's choice of values)."""
+    data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (our own files: full unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)

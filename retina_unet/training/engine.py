@@ -1,0 +1,290 @@
+"""The training loop: epochs of class-balanced batches, validation mAP per epoch, top-k checkpoints,
+atomic resume state, a recorded training curve.
+
+Reproducibility on CPU: the caller seeds the global RNG before building the model (initialisation);
+the batch sampler has its own generator; both states (and the global RNG state, which models may use
+for e.g. negative mining) are saved in ``last.pt`` after every epoch, so a resumed run continues
+exactly where the interrupted one would have been.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from retina_unet.evaluation import evaluate_detections
+from retina_unet.training.checkpoint import LAST, epoch_file, load_checkpoint, save_checkpoint, save_json
+from retina_unet.training.config import TrainConfig
+from retina_unet.training.data import BatchSampler, eval_batches
+from retina_unet.training.environment import environment, git_commit
+
+# Fields that do not change the training trajectory: a run may be resumed with other values (e.g.
+# to evaluate a finished run with other test-time settings, or on another device / thread count).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "tta",
+        "tta_views",
+        "ensemble_top_k",
+        "merge",
+        "wbc_iou",
+        "nms_iou",
+        "test_subset",
+        "val_batch_size",
+        "num_threads",
+        "device",
+    }
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _to_device(images: torch.Tensor, targets: list[dict], device: torch.device):
+    return images.to(device, non_blocking=True), [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+@torch.no_grad()
+def predict_split(
+    predict_fn,
+    split,
+    indices,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "predict",
+):
+    """Run ``predict_fn(images) -> list[dict]`` over whole images; returns (predictions, targets) on CPU."""
+    preds, targets = [], []
+    n_batches = math.ceil(len(indices) / batch_size)
+    for _, images, tgts in tqdm(
+        eval_batches(split, indices, batch_size),
+        total=n_batches,
+        desc=desc,
+        disable=not progress,
+        leave=False,
+    ):
+        out = predict_fn(images.to(device))
+        preds.extend(
+            {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in p.items() if k != "seg"}
+            for p in out
+        )
+        targets.extend(tgts)
+    return preds, targets
+
+
+class Trainer:
+    """Trains one model per :class:`TrainConfig`; writes everything under ``out_dir``.
+
+    Args:
+        cfg: the configuration. model: built (and seeded) by the caller.
+        train_split / val_split: splits (see :mod:`retina_unet.training.data`).
+        train_indices: the training subset. num_classes: foreground classes.
+        out_dir: run directory (see :mod:`retina_unet.training.checkpoint`).
+        progress: show tqdm bars with the running losses.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: torch.nn.Module,
+        train_split,
+        val_split,
+        train_indices,
+        num_classes: int,
+        out_dir: str | Path,
+        progress: bool = True,
+    ):
+        self.cfg, self.model, self.val_split = cfg, model, val_split
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(cfg.device)
+        self.model.to(self.device)
+        self.progress = progress
+        self.num_classes = num_classes
+        self.sampler = BatchSampler(
+            train_split,
+            train_indices,
+            cfg.batch_size,
+            num_classes,
+            cfg.class_balanced,
+            cfg.patch_size,
+            cfg.patch_fg_prob,
+            seed=cfg.seed,
+            with_masks=getattr(model, "needs_masks", True) or getattr(model, "has_segmentation", False),
+        )
+        self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+        n_val = (
+            len(val_split.images) if cfg.val_subset is None else min(cfg.val_subset, len(val_split.images))
+        )
+        self.val_indices = list(range(n_val))
+        self.epoch = 0  # completed epochs
+        self.history: list[dict] = []
+        self.top_k: list[dict] = []  # [{"epoch", "val_mAP", "path"}], best first
+        self.meta = {
+            "config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "num_classes": num_classes,
+            "git_commit": git_commit(),
+            "environment": environment(),
+        }
+
+    # --- state -----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            **self.meta,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.random.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "history": self.history,
+            "top_k": self.top_k,
+        }
+
+    def try_resume(self) -> bool:
+        """Restore ``out_dir/last.pt`` if present. Returns True when resumed.
+
+        The saved config must equal ``cfg`` except for :data:`RESUME_MAY_CHANGE` fields.
+        """
+        path = self.out_dir / LAST
+        if not path.is_file():
+            return False
+        ck = load_checkpoint(path, map_location="cpu")  # RNG states must stay CPU tensors
+        now = self.cfg.to_dict()
+        diff = {
+            k: (ck["config"].get(k), v)
+            for k, v in now.items()
+            if ck["config"].get(k) != v and k not in RESUME_MAY_CHANGE
+        }
+        if diff:
+            raise ValueError(
+                f"{path} was written with a different config (saved, now): {diff}; "
+                f"use a fresh out_dir or the same config"
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.sampler.load_state_dict(ck["sampler"])
+        torch.random.set_rng_state(ck["torch_rng"])
+        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        self.epoch, self.history, self.top_k = ck["epoch"], ck["history"], ck["top_k"]
+        self.meta["config"] = now  # test-time settings may have changed (RESUME_MAY_CHANGE)
+        return True
+
+    # --- loop ------------------------------------------------------------------------------------
+    def fit(self, stop_after: int | None = None) -> list[dict]:
+        """Train until ``cfg.epochs`` epochs are done (or ``stop_after`` more epochs, for tests/pauses).
+
+        Returns the training curve: one dict per epoch with mean losses, ``val_mAP``,
+        ``val_ap`` per class, ``train_s`` and ``val_s``.
+        """
+        done_now = 0
+        while self.epoch < self.cfg.epochs and (stop_after is None or done_now < stop_after):
+            self._train_epoch()
+            done_now += 1
+        return self.history
+
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _train_epoch(self) -> None:
+        cfg, epoch = self.cfg, self.epoch + 1
+        self.model.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(
+            range(cfg.batches_per_epoch),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
+        for _ in bar:
+            images, targets = _to_device(*self.sampler.next_batch(), self.device)
+            with self._autocast():
+                losses = self.model.losses(images, targets)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"epoch {epoch}: non-finite loss {loss.item()} ({ {k: float(v) for k, v in losses.items()} })"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix({k: f"{sums[k] / (bar.n + 1):.3f}" for k in list(sums)[:4]})
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        val = self.validate()
+        self.epoch = epoch
+        record = {
+            "epoch": epoch,
+            **{f"loss_{k}" if k != "loss" else "loss": v / cfg.batches_per_epoch for k, v in sums.items()},
+            "val_mAP": val["mAP"],
+            "val_ap": val["ap"],
+            "train_s": train_s,
+            "val_s": time.perf_counter() - t1,
+        }
+        self.history.append(record)
+        dropped = self._update_top_k(epoch, val["mAP"])
+        save_checkpoint(self.state(), self.out_dir / LAST)
+        for e in dropped:  # only after last.pt no longer lists them
+            (self.out_dir / e["path"]).unlink(missing_ok=True)
+        save_json(self.history, self.out_dir / "history.json")
+        if self.progress:
+            tqdm.write(
+                f"epoch {epoch}: loss {record['loss']:.4f}  val mAP {_fmt(val['mAP'])}  ({train_s:.0f}s train)"
+            )
+
+    def validate(self) -> dict:
+        """Validation mAP of the current weights (no TTA) on the fixed validation subset."""
+        self.model.eval()
+        with self._autocast():
+            preds, targets = predict_split(
+                self.model.predict, self.val_split, self.val_indices, self.cfg.val_batch_size, self.device
+            )
+        self.model.train()
+        res = evaluate_detections(
+            preds, targets, self.num_classes, self.cfg.iou_threshold, self.cfg.score_threshold
+        )
+        if res["mAP"] is None:
+            res["mAP"] = 0.0
+        return res
+
+    def _update_top_k(self, epoch: int, val_map: float) -> list[dict]:
+        """Keep the k best epochs by validation mAP (ties: the later epoch wins; it trained longer)."""
+        entry = {"epoch": epoch, "val_mAP": float(val_map), "path": epoch_file(epoch)}
+        ranked = sorted(self.top_k + [entry], key=lambda e: (-e["val_mAP"], -e["epoch"]))
+        keep, drop = ranked[: self.cfg.top_k], ranked[self.cfg.top_k :]
+        if entry in keep:
+            save_checkpoint(
+                {**self.meta, "epoch": epoch, "val_mAP": float(val_map), "model": self.model.state_dict()},
+                self.out_dir / entry["path"],
+            )
+        self.top_k = keep
+        return [e for e in drop if e is not entry]
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"

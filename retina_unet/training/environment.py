@@ -1,0 +1,56 @@
+"""What a result was produced with: git commit, library versions, host, compiled-ops build."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """HEAD of the repository holding this package, with "-dirty" when tracked files changed; None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def environment() -> dict:
+    """JSON-ready description of the software and machine (for checkpoints and results)."""
+    from retina_unet import __version__, build_info
+
+    cuda = torch.cuda.is_available()
+    return {
+        "retina_unet": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "numpy": np.__version__,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "build_info": dataclasses.asdict(build_info()),
+    }

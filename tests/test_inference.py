@@ -1,0 +1,152 @@
+"""Inference: TTA flip round trips and invariance, WBC hand cases, Predictor switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retina_unet.inference import Predictor, flip_boxes, flip_images, mirror_views, weighted_box_clustering
+
+
+def test_mirror_views():
+    assert mirror_views(2) == [(), (0,), (1,), (0, 1)]
+    assert mirror_views(3) == [(), (0,), (1,), (0, 1)]
+    assert len(mirror_views(3, 8, axes=(0, 1, 2))) == 8
+    assert mirror_views(2, 1) == [()]
+    with pytest.raises(ValueError):
+        mirror_views(2, axes=(2,))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_flip_boxes_twice_is_identity(dim):
+    g = torch.Generator().manual_seed(dim)
+    shape = (40, 50, 30)[:dim]
+    lo = torch.randint(0, 20, (7, dim), generator=g).float()
+    boxes = torch.cat([lo, lo + torch.randint(1, 10, (7, dim), generator=g)], 1)
+    for view in mirror_views(dim, 8, axes=tuple(range(dim))):
+        once = flip_boxes(boxes, view, shape)
+        assert torch.equal(flip_boxes(once, view, shape), boxes)
+        assert (once[:, dim:] > once[:, :dim]).all()
+
+
+def test_flip_boxes_matches_flipped_mask_extent():
+    img = torch.zeros(1, 1, 20, 30)
+    img[0, 0, 2:7, 5:19] = 1  # pixels 2..6, 5..18 -> box [2, 5, 7, 19)
+    box = torch.tensor([[2.0, 5, 7, 19]])
+    for view in mirror_views(2):
+        f = flip_images(img, view)[0, 0]
+        ys, xs = torch.nonzero(f, as_tuple=True)
+        expected = torch.tensor([[ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]]).float()
+        assert torch.equal(flip_boxes(box, view, (20, 30)), expected)
+
+
+class ThresholdDetector(torch.nn.Module):
+    """Flip-equivariant dummy: one box around the pixels > 0.5, score = their mean, class 1."""
+
+    def __init__(self, spatial_dims: int, bias: float = 0.0):
+        super().__init__()
+        self.spatial_dims, self.num_classes, self.bias = spatial_dims, 2, bias
+
+    def predict(self, images):
+        out = []
+        for im in images:
+            on = im[0] > 0.5
+            if not on.any():
+                out.append(
+                    {
+                        "boxes": torch.zeros(0, 2 * self.spatial_dims),
+                        "scores": torch.zeros(0),
+                        "labels": torch.zeros(0, dtype=torch.int64),
+                    }
+                )
+                continue
+            idx = torch.nonzero(on)
+            box = torch.cat([idx.min(0).values, idx.max(0).values + 1]).float()[None]
+            out.append(
+                {
+                    "boxes": box,
+                    "scores": (im[0][on].mean() * 0.5 + self.bias).reshape(1),
+                    "labels": torch.ones(1, dtype=torch.int64),
+                    "seg": torch.stack([~on, on]).float(),
+                }
+            )
+        return out
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("merge", ["wbc", "nms", "none"])
+def test_predictions_of_equivariant_model_are_tta_invariant(dim, merge):
+    shape = (24, 20, 16)[:dim]
+    images = torch.zeros(2, 1, *shape)
+    images[0, 0, 3:9, 4:15] = 0.8
+    images[1, 0, 10:20, 2:6] = 0.9
+    plain = Predictor([ThresholdDetector(dim)], tta=False, merge="none").predict(images)
+    tta = Predictor([ThresholdDetector(dim)], tta=True, merge=merge).predict(images)
+    for p, q in zip(plain, tta, strict=False):
+        if merge == "none":  # 4 identical copies
+            assert len(q["boxes"]) == 4
+            assert torch.allclose(q["boxes"], p["boxes"].expand(4, -1))
+        else:
+            assert torch.allclose(q["boxes"], p["boxes"], atol=1e-5)
+            assert torch.allclose(q["scores"], p["scores"], atol=1e-6)
+        assert torch.allclose(q["seg"], p["seg"])
+
+
+def test_epoch_ensemble_averages_scores():
+    images = torch.zeros(1, 1, 16, 16)
+    images[0, 0, 2:8, 2:8] = 0.8  # score 0.4 (+ bias)
+    pred = Predictor([ThresholdDetector(2, 0.0), ThresholdDetector(2, 0.2)], tta=True, merge="wbc").predict(
+        images
+    )
+    assert pred[0]["scores"].tolist() == pytest.approx([0.5])  # (4 * 0.4 + 4 * 0.6) / 8
+
+
+# --- WBC ----------------------------------------------------------------------------------------
+def test_wbc_single_box_full_ensemble_keeps_score():
+    b, s = weighted_box_clustering(
+        torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([0.8]), torch.tensor([0]), 1
+    )
+    assert b.tolist() == [[0, 0, 10, 10]] and s.tolist() == pytest.approx([0.8])
+
+
+def test_wbc_missing_members_count_as_zero():
+    # one of 4 expected members predicted: score 0.8 * w / (w + 3 w) = 0.2
+    b, s = weighted_box_clustering(
+        torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([0.8]), torch.tensor([2]), 4
+    )
+    assert s.tolist() == pytest.approx([0.2])
+
+
+def test_wbc_hand_case_weights_by_score_iou_and_area():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 12], [50.0, 50, 60, 60]])
+    scores = torch.tensor([0.9, 0.6, 0.5])
+    members = torch.tensor([0, 1, 0])
+    b, s = weighted_box_clustering(boxes, scores, members, 2)
+    # cluster 1: top box (w = 1 * 100), second box IoU = 100/120, area 120 -> w = 100.
+    w1, w2 = 100.0, (100 / 120) * 120
+    score = (0.9 * w1 + 0.6 * w2) / (w1 + w2)
+    hi_x = (10 * 0.9 * w1 + 12 * 0.6 * w2) / (0.9 * w1 + 0.6 * w2)
+    assert s[0].item() == pytest.approx(score)
+    assert b[0].tolist() == pytest.approx([0, 0, 10, hi_x])
+    # cluster 2: one of 2 members -> 0.5 / 2
+    assert s[1].item() == pytest.approx(0.25)
+    assert b[1].tolist() == pytest.approx([50, 50, 60, 60])
+
+
+def test_wbc_drops_low_clusters_and_handles_empty():
+    b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([0.04]), torch.tensor([0]), 4)
+    assert len(s) == 0  # 0.01 after averaging with 3 missing members: not > min_score
+    b, s = weighted_box_clustering(torch.zeros(0, 6), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 4)
+    assert b.shape == (0, 6)
+
+
+def test_wbc_3d():
+    boxes = torch.tensor([[0.0, 0, 0, 10, 10, 10], [1.0, 0, 0, 11, 10, 10]])
+    b, s = weighted_box_clustering(boxes, torch.tensor([0.8, 0.8]), torch.tensor([0, 1]), 2)
+    assert len(s) == 1 and s.item() == pytest.approx(0.8)
+    assert 0 < b[0, 0].item() < 1
+
+
+def test_predictor_rejects_bad_merge():
+    with pytest.raises(ValueError, match="merge"):
+        Predictor([ThresholdDetector(2)], merge="vote")

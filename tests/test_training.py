@@ -1,0 +1,306 @@
+"""Training: seeded reproducibility, resume == uninterrupted, atomic checkpoints, input errors,
+nested subsets, presets; ``train_and_evaluate`` end to end with a tiny stand-in detector."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from retina_unet.training import (
+    BatchSampler,
+    InputError,
+    TrainConfig,
+    Trainer,
+    check_inputs,
+    load_checkpoint,
+    parse_override,
+    preset,
+    save_checkpoint,
+    subset_indices,
+)
+
+
+class TinySegDetector(torch.nn.Module):
+    """Stand-in detector meeting the model contract: per-pixel classes, boxes from the argmax map."""
+
+    needs_masks = True
+    has_segmentation = True
+
+    def __init__(self, spatial_dims: int = 2, num_classes: int = 2):
+        super().__init__()
+        conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+        self.spatial_dims, self.num_classes = spatial_dims, num_classes
+        self.net = torch.nn.Sequential(conv(1, 4, 3, padding=1), torch.nn.ReLU(), conv(4, num_classes + 1, 1))
+
+    def losses(self, images, targets):
+        masks = torch.stack([t["masks"] for t in targets]).long()
+        ce = torch.nn.functional.cross_entropy(self.net(images), masks)
+        return {"loss": ce, "ce": ce.detach()}
+
+    @torch.no_grad()
+    def predict(self, images):
+        prob = self.net(images).softmax(1)
+        out = []
+        for p in prob:
+            arg = p.argmax(0)
+            boxes, scores, labels = [], [], []
+            for c in range(1, self.num_classes + 1):
+                on = arg == c
+                if on.any():
+                    idx = torch.nonzero(on)
+                    boxes.append(torch.cat([idx.min(0).values, idx.max(0).values + 1]).float())
+                    scores.append(p[c][on].max())
+                    labels.append(c)
+            d = 2 * self.spatial_dims
+            out.append(
+                {
+                    "boxes": torch.stack(boxes) if boxes else torch.zeros(0, d),
+                    "scores": torch.stack(scores) if scores else torch.zeros(0),
+                    "labels": torch.tensor(labels, dtype=torch.int64),
+                    "seg": p,
+                }
+            )
+        return out
+
+
+@dataclass
+class FakeSplit:
+    images: np.ndarray
+    masks: np.ndarray | None
+    labels: np.ndarray
+    boxes: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def fake_split(n=12, size=24, dim=2, seed=0) -> FakeSplit:
+    rng = np.random.default_rng(seed)
+    shape = (size,) * dim
+    images = rng.uniform(0, 1, (n, *shape)).astype(np.float32)
+    masks = np.zeros((n, *shape), np.uint8)
+    labels = rng.integers(1, 3, (n, 1))
+    boxes = np.zeros((n, 1, 2 * dim), np.float32)
+    for i in range(n):
+        lo = rng.integers(0, size - 8, dim)
+        sl = (i,) + tuple(slice(a, a + 6) for a in lo)
+        images[sl] += 0.5 * labels[i, 0]
+        masks[sl] = labels[i, 0]
+        boxes[i, 0] = np.concatenate([lo, lo + 6])
+    return FakeSplit(images, masks, labels, boxes)
+
+
+TINY = dict(
+    model_size="tiny",
+    batch_size=2,
+    epochs=3,
+    batches_per_epoch=3,
+    val_batch_size=4,
+    top_k=2,
+    lr=1e-2,
+    pool_train=12,
+    n_train=8,
+    device="cpu",
+)
+
+
+def _trainer(tmp_path, name="run", **over):
+    cfg = TrainConfig(**{**TINY, **over})
+    torch.manual_seed(cfg.seed)
+    model = TinySegDetector()
+    train, val = fake_split(12), fake_split(6, seed=1)
+    idx = subset_indices(len(train), cfg.n_train, cfg.seed)
+    return Trainer(cfg, model, train, val, idx, 2, tmp_path / name, progress=False)
+
+
+def _losses(history):
+    return [h["loss"] for h in history]
+
+
+def test_same_seed_same_losses_other_seed_differs(tmp_path):
+    a = _trainer(tmp_path, "a", epochs=2).fit()
+    b = _trainer(tmp_path, "b", epochs=2).fit()
+    c = _trainer(tmp_path, "c", epochs=2, seed=1).fit()
+    assert _losses(a) == _losses(b)
+    assert _losses(a) != _losses(c)
+    assert all(np.isfinite(_losses(a)))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path, "full")
+    full.fit()
+    part = _trainer(tmp_path, "part")
+    part.fit(stop_after=1)  # "interrupted" after epoch 1
+    resumed = _trainer(tmp_path, "part")
+    assert resumed.try_resume() and resumed.epoch == 1
+    resumed.fit()
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert _losses(resumed.history) == _losses(full.history)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k])
+    assert [e["epoch"] for e in resumed.top_k] == [e["epoch"] for e in full.top_k]
+
+
+def test_resume_refuses_other_config(tmp_path):
+    _trainer(tmp_path, "r").fit(stop_after=1)
+    with pytest.raises(ValueError, match="different config"):
+        _trainer(tmp_path, "r", lr=0.5).try_resume()
+
+
+def test_checkpoints_carry_metadata_and_top_k_files(tmp_path):
+    t = _trainer(tmp_path, "m")
+    t.fit()
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert "last.pt" in files and "history.json" in files
+    assert sorted(f for f in files if f.startswith("epoch_")) == sorted(e["path"] for e in t.top_k)
+    assert len(t.top_k) == 2
+    ck = load_checkpoint(tmp_path / "m" / "last.pt")
+    for key in ("config", "seed", "git_commit", "environment", "optimizer", "model", "epoch", "sampler"):
+        assert key in ck
+    assert ck["environment"]["torch"] == torch.__version__ and "build_info" in ck["environment"]
+    assert TrainConfig.from_dict(ck["config"]) == t.cfg
+    assert len(json.loads((tmp_path / "m" / "history.json").read_text())) == 3
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"v": 1}, path)
+
+    def boom(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint({"v": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"v": 1}  # the old file is intact
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temp files left behind
+
+
+def test_nested_subsets_and_errors():
+    small, big = subset_indices(1000, 50, 3), subset_indices(1000, 100, 3)
+    assert np.array_equal(small, big[:50])
+    assert not np.array_equal(subset_indices(1000, 50, 4), small)
+    assert len(set(big.tolist())) == 100
+    with pytest.raises(InputError, match="empty"):
+        subset_indices(10, 0, 0)
+    with pytest.raises(InputError, match="larger than the training pool"):
+        subset_indices(10, 11, 0)
+    with pytest.raises(ValueError, match="larger than the train pool"):
+        TrainConfig(n_train=2000)
+    with pytest.raises(ValueError, match="empty training set"):
+        TrainConfig(n_train=0)
+
+
+def test_bad_inputs_are_caught_before_training():
+    model = TinySegDetector(2)
+    split = fake_split(6)
+    check_inputs(split, range(6), model)  # fine
+    with pytest.raises(InputError, match="3D .* model is 2D"):
+        check_inputs(fake_split(4, size=10, dim=3), range(4), model)
+    bad = fake_split(6)
+    bad.labels[2, 0] = 5
+    with pytest.raises(InputError, match="outside the class range"):
+        check_inputs(bad, range(6), model)
+    nomask = fake_split(6)
+    nomask.masks = None
+    with pytest.raises(InputError, match="needs segmentation masks"):
+        check_inputs(nomask, range(6), model)
+    with pytest.raises(InputError, match="empty"):
+        check_inputs(split, [], model)
+
+
+def test_batch_sampler_class_balance_and_patches():
+    split = fake_split(40, size=32)
+    s = BatchSampler(
+        split, np.arange(40), 200, 2, class_balanced=True, patch_size=(16, 16), fg_prob=1.0, seed=0
+    )
+    images, targets = s.next_batch()
+    assert images.shape == (200, 1, 16, 16)
+    labels = [int(t["labels"][0]) for t in targets]
+    assert all(len(t["labels"]) == 1 for t in targets)  # fg_prob 1: the object is always in the crop
+    assert 0.35 < np.mean(np.array(labels) == 1) < 0.65
+    for _im, t in zip(images, targets, strict=False):
+        b = t["boxes"][0].long()
+        assert (t["masks"][b[0] : b[2], b[1] : b[3]] > 0).all()  # box still on the object's pixels
+        assert t["masks"].shape == (16, 16)
+    s2 = BatchSampler(split, np.arange(40), 4, 2, patch_size=(16, 16), seed=0)
+    s3 = BatchSampler(split, np.arange(40), 4, 2, patch_size=(16, 16), seed=0)
+    assert torch.equal(s2.next_batch()[0], s3.next_batch()[0])
+
+
+def test_presets_and_overrides():
+    for name in ("paper", "cpu", "smoke"):
+        for dim in (2, 3):
+            cfg = preset(name, dim)
+            assert cfg.spatial_dims == dim
+            assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    p2, p3 = preset("paper", 2), preset("paper", 3)
+    assert (p2.batch_size, p3.batch_size, p2.epochs, p2.batches_per_epoch, p2.lr) == (20, 8, 24, 100, 1e-4)
+    assert p2.tta and p2.merge == "wbc" and p2.top_k == 5
+    assert preset("cpu", 2, model="retina_net", seed=3).model == "retina_net"
+    assert parse_override("patch_size=(96, 96)") == ("patch_size", (96, 96))
+    assert parse_override("tta=False") == ("tta", False)
+    assert parse_override("model=mask_rcnn") == ("model", "mask_rcnn")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        parse_override("nope=1")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("gpu", 2)
+
+
+def test_train_and_evaluate_smoke(tmp_path, monkeypatch):
+    pytest.importorskip("toy_data")
+    import retina_unet.training.run as run
+
+    monkeypatch.setattr(
+        run,
+        "build_from_config",
+        lambda cfg, num_classes=2, seed=None: (
+            torch.manual_seed(seed) if seed is not None else None,
+            TinySegDetector(cfg.spatial_dims),
+        )[1],
+    )
+    cfg = preset("smoke", 2, device="cpu")
+    res = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
+    assert json.loads(json.dumps(res)) == res
+    assert set(res) >= {
+        "mAP",
+        "ap",
+        "patient_mAP",
+        "curve",
+        "wall_s",
+        "config",
+        "seed",
+        "git_commit",
+        "environment",
+    }
+    assert len(res["curve"]) == cfg.epochs and res["test"]["n_images"] == cfg.pool_test
+    assert res["test"]["n_members"] == cfg.tta_views * cfg.top_k
+    assert json.loads((tmp_path / "run" / "result.json").read_text()) == res
+    # a second call resumes the finished run: no more training, same test result
+    again = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
+    assert again["resumed"] and again["mAP"] == res["mAP"] and again["curve"] == res["curve"]
+
+
+def test_resume_accepts_other_test_time_settings(tmp_path):
+    _trainer(tmp_path, "t").fit(stop_after=1)
+    t = _trainer(tmp_path, "t", tta=False, merge="nms", test_subset=5, num_threads=1)
+    assert t.try_resume() and t.epoch == 1
+
+
+def test_real_model_seeded_runs_are_identical(tmp_path):
+    pytest.importorskip("retina_unet.models")
+    pytest.importorskip("toy_data")
+    from retina_unet.training import train_and_evaluate
+
+    cfg = preset("smoke", 2, device="cpu", epochs=1, tta=False)
+    a = train_and_evaluate(cfg, tmp_path / "a", data_root=tmp_path / "data", progress=False)
+    b = train_and_evaluate(cfg, tmp_path / "b", data_root=tmp_path / "data", progress=False)
+    strip = lambda curve: [{k: v for k, v in c.items() if not k.endswith("_s")} for c in curve]  # noqa: E731
+    assert strip(a["curve"]) == strip(b["curve"]) and a["mAP"] == b["mAP"]
