@@ -162,7 +162,7 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
     fig.suptitle("crops around the object; best epoch, no TTA\ndashed = ground truth, solid = top-3 predictions "
                  "(score > 0.1)\norange = class 1 (disc), cyan = class 2 (disc with hole)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     note = f"{len(drawn)} run(s) drawn" + (f"; skipped: {'; '.join(failures)}" if failures else "")
     return path, note
