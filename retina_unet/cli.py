@@ -178,11 +178,18 @@ def _add_study(sub) -> None:
     add_study_subcommands(sub)
 
 
+def _add_doctor(sub) -> None:
+    from retina_unet.doctor import add_doctor_subcommand
+
+    add_doctor_subcommand(sub)
+
+
 COMMANDS: dict[str, Callable] = {
     "train": _add_train,
     "evaluate": _add_evaluate,
     "summarize": _add_summarize,
     "study": _add_study,
+    "doctor": _add_doctor,
 }
 
 
