@@ -38,7 +38,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import torch,sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'python', sys.version.split()[0])" | tee -a "$summary"
 
 step build 300 $PY setup.py build_ext --inplace || { echo "build failed; stopping" | tee -a "$summary"; exit 1; }
-$PY -c "import retina_unet; print(retina_unet.build_info())" | tee -a "$summary"
+$PY -m retina_unet doctor --require-cuda | tee -a "$summary"
 
 step tests_cuda "$STEP_BUDGET" $PY -m pytest tests -m cuda -q -x -p no:cacheprovider --junitxml="$OUT/tests_cuda.xml"
 step tests_ops_cpu "$STEP_BUDGET" $PY -m pytest tests/test_box_iou.py tests/test_nms.py tests/test_roi_align.py -m "not cuda and not slow" -q -p no:cacheprovider
