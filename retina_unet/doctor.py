@@ -19,6 +19,22 @@ from retina_unet.ops._backend import backend_for
 OPS = ("box_iou", "nms", "batched_nms", "nms_padded", "batched_nms_padded", "roi_align")
 
 
+def arch_runs_on(built: str, gpu: str) -> bool:
+    """Whether code built for ``built`` (a TORCH_CUDA_ARCH_LIST entry) runs on a GPU of capability ``gpu``.
+
+    ``"9.0a"`` (arch-specific features) and ``"9.0f"`` are still SASS for 9.0, and ``"X+PTX"`` carries
+    PTX that the driver compiles for any newer GPU.
+    """
+    ptx = built.endswith("+PTX")
+    base = built.removesuffix("+PTX").rstrip("af")
+    try:
+        b = tuple(int(x) for x in base.split("."))
+        g = tuple(int(x) for x in gpu.split("."))
+    except ValueError:
+        return False
+    return b == g or (ptx and b <= g)
+
+
 def collect() -> dict:
     """Everything the report shows, as plain data (one dict)."""
     info = build_info()
@@ -33,7 +49,8 @@ def collect() -> dict:
     backends = {dev: backend_for(dev) for dev in devices}
     if not gpus:  # what a CUDA tensor would get, were there a device
         backends["cuda (no device here)"] = backend_for("cuda")
-    arch_ok = {g["name"] + f" (cuda:{g['index']})": (g["arch"] in info.cuda_archs) for g in gpus}
+    arch_ok = {g["name"] + f" (cuda:{g['index']})": any(arch_runs_on(a, g["arch"]) for a in info.cuda_archs)
+              for g in gpus}
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import torch
 
 from retina_unet import _extension, cli
@@ -42,3 +44,13 @@ def test_doctor_without_extension(monkeypatch, capsys):
     assert cli.main(["doctor", "--require-kernels"]) == 1
     out = capsys.readouterr()
     assert "NOT built (ImportError: no _C)" in out.out and "cpu: missing" in out.out
+
+
+@pytest.mark.parametrize("built,gpu,runs", [
+    ("9.0", "9.0", True), ("9.0a", "9.0", True), ("10.0f", "10.0", True), ("8.0", "9.0", False),
+    ("8.0+PTX", "9.0", True), ("9.0+PTX", "8.0", False), ("garbage", "9.0", False),
+])
+def test_arch_runs_on(built, gpu, runs):
+    from retina_unet.doctor import arch_runs_on
+
+    assert arch_runs_on(built, gpu) is runs
