@@ -17,6 +17,7 @@ from retina_unet.training import (
     TrainConfig,
     Trainer,
     check_inputs,
+    learning_rate,
     load_checkpoint,
     parse_override,
     preset,
@@ -304,3 +305,25 @@ def test_real_model_seeded_runs_are_identical(tmp_path):
     b = train_and_evaluate(cfg, tmp_path / "b", data_root=tmp_path / "data", progress=False)
     strip = lambda curve: [{k: v for k, v in c.items() if not k.endswith("_s")} for c in curve]  # noqa: E731
     assert strip(a["curve"]) == strip(b["curve"]) and a["mAP"] == b["mAP"]
+
+
+def test_cosine_schedule_endpoints_monotone_and_resume(tmp_path):
+    cfg = TrainConfig(**{**TINY, "lr": 1e-3, "lr_schedule": "cosine", "lr_min_ratio": 0.1})
+    steps = cfg.epochs * cfg.batches_per_epoch
+    lrs = [learning_rate(cfg, s) for s in range(steps)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert learning_rate(cfg.replace(lr_schedule="constant"), steps - 1) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        cfg.replace(lr_schedule="step")
+    # The schedule is a function of the step, so an interrupted run resumes onto the same curve.
+    full = _trainer(tmp_path, "full", lr_schedule="cosine")
+    full.fit()
+    part = _trainer(tmp_path, "part", lr_schedule="cosine")
+    part.fit(stop_after=1)
+    resumed = _trainer(tmp_path, "part", lr_schedule="cosine")
+    assert resumed.try_resume()
+    resumed.fit()
+    assert _losses(resumed.history) == _losses(full.history)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
+    assert full.history[-1]["lr"] == pytest.approx(TINY.get("lr", 1e-4) * 0.01)

@@ -1,7 +1,7 @@
 """Training: configs and presets, the data pipeline, the engine, checkpoints, one-call runs."""
 
 from retina_unet.training.checkpoint import load_checkpoint, save_checkpoint, save_json
-from retina_unet.training.config import PRESETS, TrainConfig, parse_override, preset
+from retina_unet.training.config import PRESETS, TrainConfig, learning_rate, parse_override, preset
 from retina_unet.training.data import BatchSampler, InputError, check_inputs, subset_indices
 from retina_unet.training.engine import Trainer
 from retina_unet.training.environment import environment, git_commit
@@ -27,6 +27,7 @@ __all__ = [
     "git_commit",
     "load_checkpoint",
     "load_models",
+    "learning_rate",
     "parse_override",
     "preset",
     "save_checkpoint",

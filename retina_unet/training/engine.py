@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.training.checkpoint import LAST, epoch_file, load_checkpoint, save_checkpoint, save_json
-from retina_unet.training.config import TrainConfig
+from retina_unet.training.config import TrainConfig, learning_rate
 from retina_unet.training.data import BatchSampler, eval_batches
 from retina_unet.training.environment import environment, git_commit
 
@@ -217,7 +217,10 @@ class Trainer:
             disable=not self.progress,
             leave=False,
         )
-        for _ in bar:
+        for i in bar:
+            lr = learning_rate(cfg, (epoch - 1) * cfg.batches_per_epoch + i)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             images, targets = _to_device(*self.sampler.next_batch(), self.device)
             with self._autocast():
                 losses = self.model.losses(images, targets)
@@ -243,6 +246,7 @@ class Trainer:
             **{f"loss_{k}" if k != "loss" else "loss": v / cfg.batches_per_epoch for k, v in sums.items()},
             "val_mAP": val["mAP"],
             "val_ap": val["ap"],
+            "lr": lr,  # at the epoch's last step
             "train_s": train_s,
             "val_s": time.perf_counter() - t1,
         }
