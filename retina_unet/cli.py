@@ -171,6 +171,24 @@ def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _add_predict(sub) -> None:
+    from retina_unet.predict.cli import add_predict_subcommand
+
+    add_predict_subcommand(sub)
+
+
+def _add_export_toy(sub) -> None:
+    from retina_unet.predict.cli import add_export_toy_subcommand
+
+    add_export_toy_subcommand(sub)
+
+
+def _add_overlays(sub) -> None:
+    from retina_unet.predict.cli import add_overlays_subcommand
+
+    add_overlays_subcommand(sub)
+
+
 # name -> parser builder; add a command by adding an entry.
 def _add_study(sub) -> None:
     from retina_unet.study.cli import add_study_subcommands
@@ -187,6 +205,9 @@ def _add_doctor(sub) -> None:
 COMMANDS: dict[str, Callable] = {
     "train": _add_train,
     "evaluate": _add_evaluate,
+    "predict": _add_predict,
+    "export-toy": _add_export_toy,
+    "overlays": _add_overlays,
     "summarize": _add_summarize,
     "study": _add_study,
     "doctor": _add_doctor,

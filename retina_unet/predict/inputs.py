@@ -1,0 +1,218 @@
+"""``predict`` inputs: a folder of ``.npy`` images / volumes, checked against the model first.
+
+Accepted per file (``D`` = the checkpoint's spatial dims, ``C`` = its ``in_channels``):
+
+- shape ``(*S)`` (only when C = 1) or ``(C, *S)`` with ``len(S) == D``: ``(H, W)`` / ``(C, H, W)``
+  in 2D, ``(D, H, W)`` / ``(C, D, H, W)`` in 3D; every spatial axis non-empty;
+- dtype float (16/32/64 bit) or integer (signed or unsigned): converted to float32. Bool, complex,
+  string, structured and object arrays are rejected (nothing is unpickled);
+- finite values only (no NaN / inf).
+
+Every file is checked before anything runs; all problems are reported together.
+
+An optional ``ground_truth.json`` in the folder (written by :func:`export_toy_inputs`) gives the
+boxes and labels per image: overlays draw them and ``predict`` evaluates against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retina_unet.predict.files import atomic_dir
+
+GROUND_TRUTH = "ground_truth.json"
+GT_FORMAT = "retina_unet.ground_truth/1"
+ACCEPTED_KINDS = {"f": "float", "i": "signed integer", "u": "unsigned integer"}
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One validated input file: ``stem`` (file name without ``.npy``), ``path``, the stored
+    ``shape`` and ``dtype``, and the ``spatial`` shape it is predicted at."""
+
+    stem: str
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str
+    spatial: tuple[int, ...]
+
+    def load(self) -> np.ndarray:
+        """The image as float32 ``(C, *S)``."""
+        arr = np.load(self.path, allow_pickle=False)
+        arr = np.asarray(arr, dtype=np.float32)
+        return arr if arr.ndim == len(self.spatial) + 1 else arr[None]
+
+
+def _layouts(dims: int, channels: int) -> str:
+    s = "(H, W)" if dims == 2 else "(D, H, W)"
+    cs = "(C, H, W)" if dims == 2 else "(C, D, H, W)"
+    return f"{s} or {cs} with C = {channels}" if channels == 1 else f"{cs} with C = {channels}"
+
+
+def check_array(name: str, arr: np.ndarray, spatial_dims: int, in_channels: int) -> tuple[int, ...]:
+    """Check one array against the model; returns its spatial shape or raises ``ValueError``.
+
+    Args:
+        name: how to call the array in messages (e.g. the file path).
+        arr: ``(*S)`` or ``(C, *S)``. spatial_dims: 2 or 3. in_channels: the model's C.
+    """
+    kind = arr.dtype.kind
+    if kind not in ACCEPTED_KINDS:
+        raise ValueError(
+            f"{name}: dtype {arr.dtype} is not accepted; expected a float or integer array "
+            f"(bool, complex, string and object arrays are rejected)"
+        )
+    expected = _layouts(spatial_dims, in_channels)
+    if arr.ndim == spatial_dims + 1:
+        spatial = tuple(arr.shape[1:])
+        if arr.shape[0] != in_channels:
+            hint = ""
+            if spatial_dims == 2 and in_channels == 1:
+                hint = " (a 3D volume? this checkpoint is 2D)"
+            raise ValueError(
+                f"{name}: shape {arr.shape} read as channels-first has {arr.shape[0]} channels, but the "
+                f"checkpoint's model takes in_channels={in_channels}{hint}; expected {expected}"
+            )
+    elif arr.ndim == spatial_dims and in_channels == 1:
+        spatial = tuple(arr.shape)
+    else:
+        raise ValueError(
+            f"{name}: shape {arr.shape} has {arr.ndim} dims, but this {spatial_dims}D checkpoint expects "
+            f"{expected}"
+        )
+    if any(s < 1 for s in spatial):
+        raise ValueError(f"{name}: empty spatial axis in shape {arr.shape}; expected {expected}")
+    if kind == "f" and not np.isfinite(arr).all():
+        n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+        raise ValueError(f"{name}: contains {n_nan} NaN and {n_inf} inf values; expected finite values only")
+    return spatial
+
+
+def _header_dtype(path: Path) -> np.dtype:
+    """The dtype recorded in a ``.npy`` header (``ValueError`` when the file is not a .npy)."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        version = fmt.read_magic(fh)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        return read(fh)[2]
+
+
+def scan_inputs(folder: str | Path, spatial_dims: int, in_channels: int) -> list[InputImage]:
+    """Validate every ``*.npy`` in ``folder`` (sorted by name) against the model; see the module doc.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist. ValueError: no ``.npy`` files, or any file
+        that fails a check (all failures are listed, up to 10).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"INPUT_DIR: no folder at {folder}")
+    files = sorted(p for p in folder.glob("*.npy") if p.is_file())
+    if not files:
+        raise ValueError(f"INPUT_DIR: {folder} holds no .npy files; expected one image or volume per file")
+    items, problems = [], []
+    for path in files:
+        try:
+            if _header_dtype(path).hasobject:  # checked from the header: nothing is unpickled
+                problems.append(f"{path}: object arrays are rejected; expected a float or integer array")
+                continue
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            problems.append(f"{path}: not a readable .npy file ({exc})")
+            continue
+        try:
+            spatial = check_array(str(path), arr, spatial_dims, in_channels)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        items.append(InputImage(path.stem, path, tuple(arr.shape), str(arr.dtype), spatial))
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise ValueError(
+            f"INPUT_DIR: {len(problems)} of {len(files)} input files cannot be used (nothing was run):\n  "
+            + "\n  ".join(problems[:MAX_LISTED])
+            + more
+        )
+    return items
+
+
+def read_ground_truth(folder: str | Path, items: list[InputImage], spatial_dims: int) -> dict | None:
+    """``{stem: {"boxes": (G, 2*D) float32, "labels": (G,) int64}}`` from ``folder/ground_truth.json``,
+    or None when there is no such file. Every input must have an entry and vice versa."""
+    path = Path(folder) / GROUND_TRUTH
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc["images"]
+        if doc.get("spatial_dims") != spatial_dims:
+            raise ValueError(
+                f"spatial_dims is {doc.get('spatial_dims')!r}, the checkpoint is {spatial_dims}D"
+            )
+        out = {}
+        for stem, e in entries.items():
+            labels = np.asarray(e["labels"], dtype=np.int64).reshape(-1)
+            boxes = np.asarray(e["boxes"], dtype=np.float32).reshape(len(labels), 2 * spatial_dims)
+            out[stem] = {"boxes": boxes, "labels": labels}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{path}: not a valid ground-truth file ({exc}); expected {{'spatial_dims': {spatial_dims}, "
+            f"'images': {{stem: {{'boxes': [[lo.., hi..], ...], 'labels': [...]}}}}}}"
+        ) from exc
+    stems = {it.stem for it in items}
+    missing, extra = sorted(stems - set(out)), sorted(set(out) - stems)
+    if missing or extra:
+        raise ValueError(
+            f"{path}: its images do not match the .npy files: no entry for {missing[:5]}, "
+            f"entries without a file {extra[:5]}"
+        )
+    return out
+
+
+def export_toy_inputs(
+    cfg,
+    out: str | Path,
+    n: int,
+    split: str = "test",
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the first ``n`` images of the run's toy ``split`` as ``<split>_0000.npy``, ... (float32
+    ``(*S)``) plus ``ground_truth.json`` (our box convention) into the folder ``out``, atomically.
+
+    Args:
+        cfg: the run's :class:`~retina_unet.training.TrainConfig` (which task, dims, data seed).
+        n: how many images (at most the split's size). split: "train", "val" or "test".
+        data_root: the toy dataset cache (default: the training default).
+    """
+    from retina_unet.training.data import image_objects
+    from retina_unet.training.run import DEFAULT_DATA_ROOT, ensure_dataset
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"--n: expected an integer >= 1, got {n!r}")
+    dataset = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT)
+    sp = dataset.split(split)
+    n = min(n, len(sp.images))
+    width = max(4, len(str(n - 1)))
+    gt = {
+        "format": GT_FORMAT,
+        "box_convention": "ours",
+        "spatial_dims": cfg.spatial_dims,
+        "task": cfg.task,
+        "split": split,
+        "dataset": str(dataset.path),
+        "images": {},
+    }
+    with atomic_dir(out, overwrite) as tmp:
+        for i in range(n):
+            stem = f"{split}_{i:0{width}d}"
+            np.save(tmp / f"{stem}.npy", np.asarray(sp.images[i], dtype=np.float32))
+            boxes, labels = image_objects(sp, i)
+            gt["images"][stem] = {"boxes": boxes.tolist(), "labels": labels.tolist(), "index": i}
+        (tmp / GROUND_TRUTH).write_text(json.dumps(gt, indent=1) + "\n")
+    return Path(out)
