@@ -427,3 +427,19 @@ def test_evaluate_detection_files_on_a_hand_case(tmp_path):
         2,
     )
     assert res["mAP"] == ref["mAP"] and res["n_fp"] == ref["n_fp"] == {1: 1, 2: 0}
+
+
+def test_single_checkpoint_file_round_trip(smoke_run, tmp_path):
+    """One epoch file (no ensemble) on the toy images: the written boxes evaluate like ``evaluate``."""
+    run, data, inputs = smoke_run
+    epoch = sorted(run.glob("epoch_*.pt"))[-1]
+    out = tmp_path / "pred"
+    assert (
+        main(["predict", str(epoch), str(inputs), "--out", str(out), "--quiet", "--score-threshold", "0"])
+        == 0
+    )
+    doc = json.loads((out / "detections.json").read_text())
+    assert doc["checkpoint_files"] == [str(epoch)] and doc["settings"]["n_members"] == 2  # 1 model x 2 views
+    reference = _evaluate_cli(epoch, data, tmp_path / "eval.json", "iou_threshold=0.0", "score_threshold=0.0")
+    gt = read_ground_truth(inputs, scan_inputs(inputs, 2, 1), 2)
+    _same_metrics(evaluate_detection_files(out / "detections.csv", gt, 2, 0.0, 0.0), reference)
