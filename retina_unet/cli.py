@@ -1,8 +1,9 @@
 """Command line: ``retina-unet <command>`` / ``python -m retina_unet <command>``.
 
 Commands: ``train`` (one run with a preset and overrides), ``evaluate`` (a trained run or one
-checkpoint on a split) and ``summarize`` (a markdown table of result files). Each command is a small module-level function registered in ``COMMANDS``;
-more (study, doctor, predict) plug in the same way.
+checkpoint on a split; ``--metrics-out`` for every metric), ``summarize`` (a markdown table of
+result files) and ``curves`` (learning-curve figure). Each command is a small module-level
+function registered in ``COMMANDS``; more (study, doctor, predict) plug in the same way.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def cmd_train(args) -> int:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run directory (top-k ensemble) or one checkpoint file")
-    p.add_argument("--checkpoint", required=True, help="run directory or an epoch_*.pt / last.pt file")
+    p.add_argument("run", nargs="?", default=None, help="run directory or checkpoint (same as --checkpoint)")
+    p.add_argument("--checkpoint", default=None, help="run directory or an epoch_*.pt / last.pt file")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--n", type=int, default=None, help="only the first n images of the split")
@@ -80,6 +82,18 @@ def _add_evaluate(sub) -> None:
         help="override inference settings, e.g. --set tta=False --set merge=nms",
     )
     p.add_argument("--out", default=None, help="write the evaluation JSON here")
+    p.add_argument(
+        "--metrics-out",
+        default=None,
+        metavar="DIR",
+        help="write every metric here: metrics.json, per_case.csv, detections.csv, pr.png, froc.png "
+        "(docs/metrics.md); reuses the run's stored test_predictions.pt when it matches",
+    )
+    p.add_argument("--iou-grid", default="paper", choices=("paper", "coco"),
+                   help="IoU grid of the COCO-style AP: paper = 0.1:0.5 (default), coco = 0.5:0.95")
+    p.add_argument("--no-reuse", action="store_true", help="predict even when stored predictions match")
+    p.add_argument("--save-predictions", action="store_true",
+                   help="with --metrics-out: store fresh test predictions in the run directory when it has none")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -94,8 +108,14 @@ def cmd_evaluate(args) -> int:
     from retina_unet.training.engine import resolve_device
     from retina_unet.training.run import DEFAULT_DATA_ROOT, ensure_dataset, evaluate_models, load_models
 
-    path = Path(args.checkpoint)
+    if (args.run is None) == (args.checkpoint is None):
+        raise ValueError("evaluate: give the run directory or checkpoint once, as RUN or --checkpoint")
+    path = Path(args.run or args.checkpoint)
     overrides = dict(parse_override(s) for s in args.overrides)
+    if args.metrics_out:
+        from retina_unet.training.predictions import evaluate_run_command
+
+        return evaluate_run_command(args, path, overrides)
     if path.is_dir():
         cfg, models, _ = load_models(path)
         cfg = cfg.replace(**overrides)
@@ -202,6 +222,12 @@ def _add_doctor(sub) -> None:
     add_doctor_subcommand(sub)
 
 
+def _add_curves(sub) -> None:
+    from retina_unet.training.curves import add_curves_subcommand
+
+    add_curves_subcommand(sub)
+
+
 COMMANDS: dict[str, Callable] = {
     "train": _add_train,
     "evaluate": _add_evaluate,
@@ -211,6 +237,7 @@ COMMANDS: dict[str, Callable] = {
     "summarize": _add_summarize,
     "study": _add_study,
     "doctor": _add_doctor,
+    "curves": _add_curves,
 }
 
 

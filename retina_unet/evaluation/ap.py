@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retina_unet.evaluation.matching import ImageClassMatches, match_image_class
+from retina_unet.evaluation.matching import match_dataset
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
@@ -41,10 +41,20 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_gt: int) -> float
     """
     if n_gt <= 0:
         return float("nan")
+    return float(interpolated_precision(scores, is_tp, n_gt).mean())
+
+
+def interpolated_precision(scores: np.ndarray, is_tp: np.ndarray, n_gt: int) -> np.ndarray:
+    """The monotone precision sampled at :data:`RECALL_POINTS` (what :func:`average_precision` averages).
+
+    Args: as :func:`average_precision`. Returns: ``(101,)`` float64; NaN everywhere when ``n_gt`` is 0.
+    """
+    if n_gt <= 0:
+        return np.full(RECALL_POINTS.shape, np.nan)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     is_tp = np.asarray(is_tp, dtype=bool).reshape(-1)
     if scores.size == 0:
-        return 0.0
+        return np.zeros(RECALL_POINTS.shape)
     order = np.argsort(-scores, kind="mergesort")
     tp = np.cumsum(is_tp[order])
     fp = np.cumsum(~is_tp[order])
@@ -52,20 +62,7 @@ def average_precision(scores: np.ndarray, is_tp: np.ndarray, n_gt: int) -> float
     precision = tp / np.maximum(tp + fp, np.finfo(np.float64).tiny)
     precision = np.maximum.accumulate(precision[::-1])[::-1]  # monotone (non-increasing)
     idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-    sampled = np.where(idx < recall.size, precision[np.minimum(idx, recall.size - 1)], 0.0)
-    return float(sampled.mean())
-
-
-def _class_boxes(entry: dict, cls: int, key_boxes: str = "boxes"):
-    labels = np.asarray(_np(entry["labels"])).reshape(-1)
-    boxes = _np(entry[key_boxes])
-    return boxes[labels == cls] if boxes.size else boxes.reshape(0, boxes.shape[-1] if boxes.ndim == 2 else 4)
-
-
-def _np(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+    return np.where(idx < recall.size, precision[np.minimum(idx, recall.size - 1)], 0.0)
 
 
 def evaluate_detections(
@@ -94,18 +91,9 @@ def evaluate_detections(
         raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
     out: dict = {"ap": {}, "patient_ap": {}, "n_gt": {}, "n_tp": {}, "n_fp": {}}
     for cls in range(1, num_classes + 1):
-        matches: list[ImageClassMatches] = []
-        img_scores, img_labels = [], []
-        for pred, tgt in zip(predictions, targets, strict=False):
-            pl = _np(pred["labels"]).reshape(-1)
-            ps = _np(pred["scores"]).reshape(-1)
-            pb = _np(pred["boxes"])
-            sel = pl == cls
-            gt = _class_boxes(tgt, cls)
-            m = match_image_class(pb[sel] if pb.size else pb, ps[sel], gt, iou_threshold, score_threshold)
-            matches.append(m)
-            img_scores.append(m.scores.max() if m.scores.size else 0.0)
-            img_labels.append(m.n_gt > 0)
+        matches = match_dataset(predictions, targets, cls, iou_threshold, score_threshold)
+        img_scores = [m.scores.max() if m.scores.size else 0.0 for m in matches]
+        img_labels = [m.n_gt > 0 for m in matches]
         scores = np.concatenate([m.scores for m in matches]) if matches else np.zeros(0)
         is_tp = np.concatenate([m.is_tp for m in matches]) if matches else np.zeros(0, bool)
         n_gt = sum(m.n_gt for m in matches)

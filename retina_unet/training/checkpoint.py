@@ -6,6 +6,9 @@ Run directory::
       last.pt              resume state: model, optimizer, sampler + RNG states, history, top-k list
       epoch_007.pt         one per kept top-k epoch: model weights + metadata
       history.json         the training curve so far (per epoch losses, val mAP, times)
+      metrics.csv          tracked scalars per epoch (+ metrics_steps.csv per step, tensorboard/
+                           event files): retina_unet.training.tracking
+      test_predictions.pt  the evaluated test predictions (retina_unet.training.predictions)
       result.json          written by train_and_evaluate at the end
 
 Every checkpoint carries ``config`` (TrainConfig as dict), ``seed``, ``epoch``, ``git_commit`` and

@@ -23,6 +23,7 @@ from retina_unet.training.checkpoint import LAST, epoch_file, load_checkpoint, s
 from retina_unet.training.config import TrainConfig, learning_rate
 from retina_unet.training.data import BatchSampler, eval_batches
 from retina_unet.training.environment import environment, git_commit
+from retina_unet.training.tracking import RunTracker
 
 # Fields that do not change the training trajectory: a run may be resumed with other values (e.g.
 # to evaluate a finished run with other test-time settings, or on another device / thread count).
@@ -136,6 +137,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.history: list[dict] = []
         self.top_k: list[dict] = []  # [{"epoch", "val_mAP", "path"}], best first
+        self._tracker: RunTracker | None = None  # metrics.csv + TensorBoard, opened by fit()
         self.meta = {
             "config": cfg.to_dict(),
             "seed": cfg.seed,
@@ -196,9 +198,17 @@ class Trainer:
         ``val_ap`` per class, ``train_s`` and ``val_s``.
         """
         done_now = 0
-        while self.epoch < self.cfg.epochs and (stop_after is None or done_now < stop_after):
-            self._train_epoch()
-            done_now += 1
+        try:
+            while self.epoch < self.cfg.epochs and (stop_after is None or done_now < stop_after):
+                if self._tracker is None:  # after try_resume: it truncates to the restored history
+                    self._tracker = RunTracker(self.out_dir, self.history, self.cfg.batches_per_epoch,
+                                               self.cfg.batch_size)
+                self._train_epoch()
+                done_now += 1
+        finally:
+            if self._tracker is not None:
+                self._tracker.close()
+                self._tracker = None
         return self.history
 
     def _autocast(self):
@@ -210,6 +220,7 @@ class Trainer:
         cfg, epoch = self.cfg, self.epoch + 1
         self.model.train()
         sums: dict[str, float] = {}
+        data_s = 0.0  # waiting for batches (sampler + copy to the device), for tracking
         t0 = time.perf_counter()
         bar = tqdm(
             range(cfg.batches_per_epoch),
@@ -221,7 +232,10 @@ class Trainer:
             lr = learning_rate(cfg, (epoch - 1) * cfg.batches_per_epoch + i)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            t_step = time.perf_counter()
             images, targets = _to_device(*self.sampler.next_batch(), self.device)
+            t_data = time.perf_counter() - t_step
+            data_s += t_data
             with self._autocast():
                 losses = self.model.losses(images, targets)
             loss = losses["loss"]
@@ -234,8 +248,12 @@ class Trainer:
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            step_losses = {k: float(v.detach()) for k, v in losses.items()}  # syncs: step time is real
+            for k, v in step_losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self._tracker is not None:
+                step = (epoch - 1) * cfg.batches_per_epoch + i
+                self._tracker.log_step(step, epoch, lr, step_losses, t_data, time.perf_counter() - t_step)
             bar.set_postfix({k: f"{sums[k] / (bar.n + 1):.3f}" for k in list(sums)[:4]})
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -256,6 +274,8 @@ class Trainer:
         for e in dropped:  # only after last.pt no longer lists them
             (self.out_dir / e["path"]).unlink(missing_ok=True)
         save_json(self.history, self.out_dir / "history.json")
+        if self._tracker is not None:
+            self._tracker.log_epoch(record, data_s, self.device)
         if self.progress:
             tqdm.write(
                 f"epoch {epoch}: loss {record['loss']:.4f}  val mAP {_fmt(val['mAP'])}  ({train_s:.0f}s train)"

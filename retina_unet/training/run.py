@@ -23,6 +23,7 @@ from retina_unet.training.config import TrainConfig
 from retina_unet.training.data import check_inputs, subset_indices
 from retina_unet.training.engine import Trainer, predict_split, resolve_device
 from retina_unet.training.environment import environment, git_commit
+from retina_unet.training.predictions import PREDICTIONS_FILE
 
 DEFAULT_DATA_ROOT = os.environ.get("RETINA_UNET_DATA", "data/cache")
 
@@ -92,10 +93,13 @@ def load_models(run_dir: str | Path, ensemble: bool = True, device: str | torch.
     return cfg, models, entries
 
 
-def evaluate_models(
+def predict_models(
     cfg: TrainConfig, models, split, device, progress: bool = False, n: int | None = None
-) -> dict:
-    """Test-time inference (TTA / ensemble / merge per ``cfg``) and evaluation on ``split``."""
+) -> tuple[list[dict], list[dict], int]:
+    """Test-time predictions (TTA / ensemble / merge per ``cfg``) of the first ``n`` images of ``split``.
+
+    Returns ``(predictions, targets, n_members)`` (per image dicts on the CPU; see ``predict_split``).
+    """
     predictor = Predictor(
         models,
         tta=cfg.tta,
@@ -105,13 +109,34 @@ def evaluate_models(
         nms_iou=cfg.nms_iou,
     )
     n = len(split.images) if n is None else min(n, len(split.images))
-    t0 = time.perf_counter()
     preds, targets = predict_split(
         predictor.predict, split, range(n), cfg.val_batch_size, device, progress, "test"
     )
+    return preds, targets, predictor.n_members
+
+
+def evaluate_models(
+    cfg: TrainConfig,
+    models,
+    split,
+    device,
+    progress: bool = False,
+    n: int | None = None,
+    predictions_out: str | Path | None = None,
+    members: list[int] | None = None,
+) -> dict:
+    """Test-time inference and evaluation on ``split``; with ``predictions_out`` the predictions are
+    also saved there (``retina_unet.training.predictions``; ``members`` = the ensembled epochs)."""
+    t0 = time.perf_counter()
+    preds, targets, n_members = predict_models(cfg, models, split, device, progress, n)
     res = evaluate_detections(preds, targets, models[0].num_classes, cfg.iou_threshold, cfg.score_threshold)
     res["inference_s"] = time.perf_counter() - t0
-    res["n_members"] = predictor.n_members
+    res["n_members"] = n_members
+    if predictions_out is not None:
+        from retina_unet.training.predictions import save_predictions
+
+        save_predictions(predictions_out, preds, targets, cfg, models[0].num_classes, len(split.images),
+                         members or [])
     return res
 
 
@@ -130,7 +155,8 @@ def train_and_evaluate(
         evaluation dict incl. TP/FP counts, ``inference_s``, ``n_members``), ``curve`` (per epoch:
         mean losses, ``val_mAP``, ``val_ap``, ``train_s``, ``val_s``), ``top_k`` (kept epochs with val
         mAP), ``train_s`` / ``wall_s`` (seconds), ``config`` (TrainConfig as dict), ``seed``,
-        ``n_train``, ``git_commit``, ``environment``, ``resumed`` (bool).
+        ``n_train``, ``git_commit``, ``environment``, ``resumed`` (bool). The test predictions are
+        saved as ``out_dir/test_predictions.pt`` (later metrics reuse them).
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -151,7 +177,8 @@ def train_and_evaluate(
     train_s = time.perf_counter() - t_train
     device = resolve_device(cfg.device)
     _, models, entries = load_models(out_dir, ensemble=cfg.ensemble_top_k, device=device)
-    test_res = evaluate_models(cfg, models, test, device, progress, cfg.test_subset)
+    test_res = evaluate_models(cfg, models, test, device, progress, cfg.test_subset,
+                               predictions_out=out_dir / PREDICTIONS_FILE, members=[e["epoch"] for e in entries])
     result = {
         "mAP": test_res["mAP"],
         "ap": test_res["ap"],

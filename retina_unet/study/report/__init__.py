@@ -1,9 +1,10 @@
 """The study report: ``write_report(study_folder, report_dir)`` -> ``report_dir/README.md``.
 
 Writes ``results.csv`` (one row per finished run), ``summary.csv`` (mean and 95% t-interval per
-point), ``paired_unet_minus_net.csv``, ``scaling.png``, ``paired_difference.png``, ``examples.png``
-and ``README.md`` (tables, figures, the paper's findings checked, provenance). Generated from the
-result files only; never edit it by hand.
+point), ``paired_unet_minus_net.csv``, ``scaling.png``, ``paired_difference.png``, ``examples.png``,
+``learning_curves.png`` (validation mAP per epoch from the results' ``curve``) and ``README.md``
+(tables, figures, the paper's findings checked, provenance). Generated from the result files only;
+never edit it by hand.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retina_unet.study.report.figures import plot_examples, plot_paired, plot_scaling
+from retina_unet.study.report.figures import plot_examples, plot_learning_curves, plot_paired, plot_scaling
 from retina_unet.study.report.findings import HOLDS, NOT_MEASURED, check_findings
 from retina_unet.study.report.tables import fmt_ci, markdown_table, paired_differences, result_rows, summarise
 from retina_unet.study.store import StudyFolder, git_commit
@@ -92,6 +93,10 @@ def write_report(study: str | os.PathLike[str], report_dir: str | os.PathLike[st
     md += ["", "## Example test predictions", ""]
     path, note = plot_examples(folder.root, df, out / "examples.png", n_examples)
     md += [f"![examples]({path.name})", "", note] if path else [note]
+
+    md += ["", "## Learning curves", ""]
+    path, note = plot_learning_curves(envelopes, out / "learning_curves.png")
+    md += [f"![learning curves]({path.name})", "", note] if path else [note]
 
     md += ["", "## Files", "", "- `results.csv`: one row per run (task, dim, model, n_train, seed, mAP, per-class AP, "
            "patient AP, wall time, commit)", "- `summary.csv`, `paired_unet_minus_net.csv`: the tables above", ""]

@@ -166,3 +166,39 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
     plt.close(fig)
     note = f"{len(drawn)} run(s) drawn" + (f"; skipped: {'; '.join(failures)}" if failures else "")
     return path, note
+
+
+def curve_rows(envelopes) -> pd.DataFrame:
+    """Tidy per-epoch rows (task_dim, model, n_train, seed, epoch, val_mAP, loss) from the result files'
+    ``curve`` field; empty when no result has one."""
+    rows = []
+    for env in envelopes:
+        spec, curve = env["spec"], env["result"].get("curve") or []
+        for rec in curve:
+            rows.append({"task_dim": f"{spec['task']} {int(spec['dim'])}D", "model": spec["model"],
+                         "n_train": int(spec["n_train"]), "seed": int(spec["seed"]), "epoch": rec.get("epoch"),
+                         "val_mAP": rec.get("val_mAP"), "loss": rec.get("loss")})
+    return pd.DataFrame(rows, columns=["task_dim", "model", "n_train", "seed", "epoch", "val_mAP", "loss"])
+
+
+def plot_learning_curves(envelopes, path: Path) -> tuple[Path | None, str]:
+    """Validation mAP per epoch, mean over seeds (band = 95% t-interval), a line per model; a panel per
+    task and the largest and smallest training size. Returns (path or None, a note)."""
+    df = curve_rows(envelopes).dropna(subset=["epoch", "val_mAP"])
+    if df.empty or df["epoch"].nunique() < 2:
+        return None, "no learning curves (the result files carry fewer than two epochs)"
+    sizes = sorted({df.n_train.max(), df.n_train.min()}, reverse=True)
+    df = df[df.n_train.isin(sizes)].assign(panel=lambda d: d.task_dim + ", n_train=" + d.n_train.astype(str))
+    panels = [f"{t}, n_train={n}" for t in sorted(df.task_dim.unique()) for n in sizes
+              if ((df.task_dim == t) & (df.n_train == n)).any()]
+    order = [m for m in MODEL_ORDER if m in set(df.model)] + sorted(set(df.model) - set(MODEL_ORDER))
+    sns.set_theme(style="whitegrid", context="notebook")
+    g = sns.relplot(data=df, x="epoch", y="val_mAP", hue="model", hue_order=order, col="panel", col_order=panels,
+                    col_wrap=min(len(panels), 4), kind="line", errorbar=t_errorbar, height=2.6, aspect=1.2,
+                    facet_kws={"sharey": True})
+    g.set_axis_labels("epoch", "validation mAP")
+    g.set_titles("{col_name}", size=8)
+    g.figure.suptitle("learning curves: mean over seeds, band = 95% t-interval", y=1.03, fontsize=9)
+    g.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(g.figure)
+    return path, f"{len(panels)} panel(s), {df.groupby(['model', 'n_train', 'seed', 'task_dim']).ngroups} run(s)"

@@ -1,0 +1,115 @@
+"""Learning curves: training loss and validation mAP per epoch of one or more runs, as a figure.
+
+Sources, in order: the run's ``metrics.csv`` (:mod:`retina_unet.training.tracking`), its
+``history.json``, or the ``curve`` field of a ``result.json``. CLI:
+``python -m retina_unet curves RUN_DIR [RUN_DIR ...] --out curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+CURVE_PANELS = (("loss", "training loss (mean over the epoch)"), ("val_mAP", "validation mAP (IoU > 0.1)"))
+
+
+def _num(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def load_curve(run: str | Path) -> list[dict]:
+    """Per-epoch records ``{"epoch", "loss", "val_mAP", "lr", ...}`` (floats) of a run directory or a
+    ``result.json`` / ``history.json`` / ``metrics.csv`` file."""
+    path = Path(run)
+    if path.is_dir():
+        for name in ("metrics.csv", "history.json", "result.json"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(f"run: {run} has no metrics.csv, history.json or result.json")
+    elif not path.is_file():
+        raise FileNotFoundError(f"run: no run directory or curve file at {run}")
+    if path.suffix == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    else:
+        data = json.loads(path.read_text())
+        rows = data.get("curve", []) if isinstance(data, dict) else data
+    return [{k: _num(v) for k, v in r.items() if not isinstance(v, dict)} for r in rows]
+
+
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Path, dpi: int = 80) -> Path:
+    """Training loss (log scale) and validation mAP vs epoch, a line per run.
+
+    Args:
+        curves: {label: per-epoch records with ``epoch``, ``loss``, ``val_mAP``} (see :func:`load_curve`).
+        path: the PNG to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    from retina_unet.evaluation.export import atomic_save_figure
+
+    if not curves:
+        raise ValueError("curves must map at least one run label to its per-epoch records")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.3), squeeze=False)
+    for color, (label, rows) in zip(sns.color_palette("tab10", max(len(curves), 1)), curves.items(), strict=False):
+        epochs = np.array([_num(r.get("epoch")) for r in rows])
+        for ax, (key, _) in zip(axes[0], CURVE_PANELS, strict=True):
+            y = np.array([_num(r.get(key)) for r in rows])
+            if np.isfinite(y).any():
+                ax.plot(epochs, y, marker="o", ms=3, lw=1.5, color=color, label=label)
+    for ax, (key, title) in zip(axes[0], CURVE_PANELS, strict=True):
+        ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if key == "loss" and ax.lines:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        if key == "val_mAP":
+            ax.set_ylim(0, 1.02)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = atomic_save_figure(fig, path, dpi)
+    plt.close(fig)
+    return out
+
+
+def add_curves_subcommand(sub) -> None:
+    """Register ``curves`` on an argparse subparsers object."""
+    p = sub.add_parser("curves", help="plot training loss and validation mAP per epoch of run directories")
+    p.add_argument("runs", nargs="+", help="run directories (metrics.csv / history.json / result.json) or such files")
+    p.add_argument("--out", required=True, help="the PNG to write")
+    p.add_argument("--labels", default=None, help="comma-separated legend labels (default: the run folder names)")
+    p.set_defaults(func=cmd_curves)
+
+
+def cmd_curves(args) -> int:
+    labels = args.labels.split(",") if args.labels else [_label(r) for r in args.runs]
+    if not args.labels and len(set(labels)) < len(labels):  # same folder names: use the paths
+        labels = list(args.runs)
+    if len(labels) != len(args.runs):
+        raise ValueError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+    curves = {lab: load_curve(r) for lab, r in zip(labels, args.runs, strict=True)}
+    print(f"wrote {plot_learning_curves(curves, args.out)}")
+    return 0
+
+
+def _label(run: str) -> str:
+    p = Path(run)
+    return p.name if p.is_dir() else p.parent.name
