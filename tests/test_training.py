@@ -312,7 +312,7 @@ def test_cosine_schedule_endpoints_monotone_and_resume(tmp_path):
     steps = cfg.epochs * cfg.batches_per_epoch
     lrs = [learning_rate(cfg, s) for s in range(steps)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert learning_rate(cfg.replace(lr_schedule="constant"), steps - 1) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         cfg.replace(lr_schedule="step")
