@@ -3,53 +3,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from retina_unet.atomic_io import write_json_atomic
 from retina_unet.evaluation.froc import FROC_FP_RATES
 from retina_unet.evaluation.metrics import detection_metrics
 from retina_unet.evaluation.per_case import CASE_COLUMNS, DETECTION_COLUMNS, per_case_rows, write_csv
 
 METRICS_FILES = ("metrics.json", "per_case.csv", "detections.csv", "pr.png", "froc.png")
-
-
-def _temp_in(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary result files
-    return tmp
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    tmp = _temp_in(path)
-    try:
-        Path(tmp).write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_save_figure(fig, path: str | Path, dpi: int = 80) -> Path:
-    """``fig.savefig`` (PNG) through a temp file in the same folder and a rename."""
-    path = Path(path)
-    tmp = _temp_in(path)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_metrics(
@@ -87,7 +49,7 @@ def write_metrics(
     write_csv(dets, out / "detections.csv", DETECTION_COLUMNS)
     plot_pr({label: metrics}, out / "pr.png")
     plot_froc({label: metrics}, out / "froc.png")
-    atomic_write_text(json.dumps(metrics, indent=1) + "\n", out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 

@@ -126,6 +126,6 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
 
 def write_csv(rows: Sequence[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
     """Write ``rows`` as CSV atomically (temp file in the same folder, then rename)."""
-    from retina_unet.evaluation.export import atomic_write_text
+    from retina_unet.atomic_io import write_text_atomic
 
-    return atomic_write_text(csv_text(rows, columns), path)
+    return write_text_atomic(path, csv_text(rows, columns))

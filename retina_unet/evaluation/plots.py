@@ -22,9 +22,9 @@ def _classes(metrics: Mapping[str, dict]) -> list[str]:
 
 
 def _save(fig, path: str | Path) -> Path:
-    from retina_unet.evaluation.export import atomic_save_figure
+    from retina_unet.atomic_io import save_figure_atomic
 
-    path = atomic_save_figure(fig, path, DPI)
+    path = save_figure_atomic(fig, path, DPI)
     plt.close(fig)
     return path
 

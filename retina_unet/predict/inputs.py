@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retina_unet.predict.files import atomic_dir
+from retina_unet.atomic_io import atomic_dir
 
 GROUND_TRUTH = "ground_truth.json"
 GT_FORMAT = "retina_unet.ground_truth/1"

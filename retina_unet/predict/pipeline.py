@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.inference import Predictor
 from retina_unet.predict.conventions import get_convention
 from retina_unet.predict.detections import (
@@ -28,7 +29,6 @@ from retina_unet.predict.detections import (
     json_document,
     json_text,
 )
-from retina_unet.predict.files import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.predict.inputs import read_ground_truth, scan_inputs
 from retina_unet.predict.loading import LoadedModels, load_for_prediction
 from retina_unet.training.engine import resolve_device

@@ -25,11 +25,11 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from retina_unet.atomic_io import write_json_atomic
 from retina_unet.study.definition import StudyDefinition, StudyError
 
 RESULT_SCHEMA = 1
@@ -81,25 +81,7 @@ def _relocate(obj: Any, old: str, new: str) -> Any:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True, default=_json_default)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    with contextlib.suppress(OSError):  # make the rename durable (not supported everywhere)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_json_atomic(path, obj, indent=1, sort_keys=True, default=_json_default)
 
 
 class StudyFolder:

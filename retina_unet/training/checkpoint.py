@@ -17,13 +17,12 @@ Every checkpoint carries ``config`` (TrainConfig as dict), ``seed``, ``epoch``, 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from retina_unet.atomic_io import atomic_write, write_json_atomic
 
 LAST = "last.pt"
 
@@ -32,33 +31,14 @@ def epoch_file(epoch: int) -> str:
     return f"epoch_{epoch:03d}.pt"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, then rename: readers never see half a file."""
-    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (NaN written as null by the caller's choice of values)."""
-    data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
-    _atomic_write(Path(path), lambda fh: fh.write(data))
+    write_json_atomic(path, obj, indent=2)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -60,7 +60,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
     import seaborn as sns
     from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
-    from retina_unet.evaluation.export import atomic_save_figure
+    from retina_unet.atomic_io import save_figure_atomic
 
     if not curves:
         raise ValueError("curves must map at least one run label to its per-epoch records")
@@ -85,7 +85,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out = atomic_save_figure(fig, path, dpi)
+    out = save_figure_atomic(fig, path, dpi)
     plt.close(fig)
     return out
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retina_unet.predict.files import write_bytes_atomic
+from retina_unet.atomic_io import write_bytes_atomic
 
 DPI = 80
 PANEL_PX = 240

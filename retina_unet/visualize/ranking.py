@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from retina_unet.atomic_io import write_bytes_atomic
 from retina_unet.evaluation import match_image_class
 from retina_unet.ops import box_iou
-from retina_unet.predict.files import write_bytes_atomic
 from retina_unet.visualize.overlays import LEGEND, case_panels, render_png
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.evaluation import evaluate_detections
-from retina_unet.predict.files import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.predict.loading import load_for_prediction
 from retina_unet.predict.pipeline import make_predictor, run_predictor
 from retina_unet.training.engine import resolve_device
