@@ -1,4 +1,4 @@
-"""The cpu preset's quality bar (slow: about 20-40 min on a 2-core CPU; run with -m slow)."""
+"""The cpu preset's quality bar (slow: about 4-6 min on an idle 2-core CPU; run with -m slow)."""
 
 from __future__ import annotations
 
