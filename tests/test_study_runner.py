@@ -217,13 +217,20 @@ def test_ctrl_c_stops_a_pool_sweep_at_once_and_leaves_nothing_finished(tmp_path)
             "n_train=(20,), seeds=(0,)); "
             f"run_study(d, {str(out)!r}, engine=FakeEngine(delay=60), backend=LocalBackend(2, 1), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while len(list((out / "work").glob("*/out/last.pt"))) < 2 and time.time() < deadline:
-        time.sleep(0.1)
-    t0 = time.time()
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=20)
-    assert time.time() - t0 < 15  # did not wait for the 60 s runs
+    try:
+        deadline = time.time() + 180  # spawned workers import torch: slow on a cold clean checkout
+        while len(list((out / "work").glob("*/out/last.pt"))) < 2 and time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        assert len(list((out / "work").glob("*/out/last.pt"))) == 2, "the two runs never started"
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert time.time() - t0 < 15  # did not wait for the 60 s runs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert not list((out / "results").glob("*.json"))
     assert len(StudyFolder(out).interrupted()) == 2  # resumable work folders, not results
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -61,15 +63,28 @@ class LocalBackend:
         ctx = multiprocessing.get_context("spawn")  # torch + fork is unsafe
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=worker_init, initargs=(self.threads,))
         queue, inflight = list(jobs), {}
+        # A KeyboardInterrupt raised at an arbitrary point inside concurrent.futures (e.g. while
+        # wait() holds a future's lock) can leave the executor's manager thread blocked and hang
+        # the interpreter at exit. So Ctrl-C only sets a flag, and the loop raises at a safe point.
+        interrupted = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
         try:
             while queue or inflight:
-                while queue and len(inflight) < self.workers:
+                while queue and len(inflight) < self.workers and not interrupted.is_set():
                     job = queue.pop(0)
                     started(job)
                     inflight[pool.submit(execute_run, job, engine)] = job
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                done, _ = wait(inflight, timeout=0.2, return_when=FIRST_COMPLETED)
                 for fut in done:
                     finished(inflight.pop(fut), fut.result())
+            if interrupted.is_set():  # Ctrl-C as the last run finished: still an interruption
+                raise KeyboardInterrupt
         except BaseException:
             # Ctrl-C / an error here: stop the workers now instead of waiting for their runs (their
             # work folders stay; the next sweep resumes them).
@@ -77,6 +92,9 @@ class LocalBackend:
                 proc.kill()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         pool.shutdown(wait=True)
 
 
