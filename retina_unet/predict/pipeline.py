@@ -32,19 +32,13 @@ from retina_unet.predict.detections import (
 from retina_unet.predict.inputs import read_ground_truth, scan_inputs
 from retina_unet.predict.loading import LoadedModels, load_for_prediction
 from retina_unet.training.engine import resolve_device
+from retina_unet.training.run import make_predictor as predictor_for_config
 
 
 def make_predictor(loaded: LoadedModels, tta: bool | None = None) -> Predictor:
     """The :class:`Predictor` ``evaluate`` builds for this run (``tta`` overrides the run's setting)."""
-    cfg = loaded.cfg
-    return Predictor(
-        loaded.models,
-        tta=cfg.tta if tta is None else tta,
-        merge=cfg.merge,
-        max_views=cfg.tta_views,
-        wbc_iou=cfg.wbc_iou,
-        nms_iou=cfg.nms_iou,
-    )
+    cfg = loaded.cfg if tta is None else loaded.cfg.replace(tta=tta)
+    return predictor_for_config(cfg, loaded.models)
 
 
 def batches(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:

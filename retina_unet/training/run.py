@@ -93,14 +93,10 @@ def load_models(run_dir: str | Path, ensemble: bool = True, device: str | torch.
     return cfg, models, entries
 
 
-def predict_models(
-    cfg: TrainConfig, models, split, device, progress: bool = False, n: int | None = None
-) -> tuple[list[dict], list[dict], int]:
-    """Test-time predictions (TTA / ensemble / merge per ``cfg``) of the first ``n`` images of ``split``.
-
-    Returns ``(predictions, targets, n_members)`` (per image dicts on the CPU; see ``predict_split``).
-    """
-    predictor = Predictor(
+def make_predictor(cfg: TrainConfig, models) -> Predictor:
+    """The test-time :class:`Predictor` of a run: ``cfg``'s TTA, merge (WBC / NMS) and their settings
+    over ``models`` (the kept epochs, or one)."""
+    return Predictor(
         models,
         tta=cfg.tta,
         merge=cfg.merge,
@@ -108,6 +104,16 @@ def predict_models(
         wbc_iou=cfg.wbc_iou,
         nms_iou=cfg.nms_iou,
     )
+
+
+def predict_models(
+    cfg: TrainConfig, models, split, device, progress: bool = False, n: int | None = None
+) -> tuple[list[dict], list[dict], int]:
+    """Test-time predictions (TTA / ensemble / merge per ``cfg``) of the first ``n`` images of ``split``.
+
+    Returns ``(predictions, targets, n_members)`` (per image dicts on the CPU; see ``predict_split``).
+    """
+    predictor = make_predictor(cfg, models)
     n = len(split.images) if n is None else min(n, len(split.images))
     preds, targets = predict_split(
         predictor.predict, split, range(n), cfg.val_batch_size, device, progress, "test"
