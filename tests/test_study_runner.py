@@ -212,7 +212,9 @@ def test_ctrl_c_stops_a_pool_sweep_at_once_and_leaves_nothing_finished(tmp_path)
     import time
 
     out = tmp_path / "s"
-    code = ("from retina_unet.study import *; from retina_unet.study.testing import FakeEngine; "
+    # As at a terminal: a background job (e.g. `nohup ... &`) inherits SIGINT ignored.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from retina_unet.study import *; from retina_unet.study.testing import FakeEngine; "
             "d = StudyDefinition(name='t', tasks=('donuts_shape',), models=('retina_net', 'retina_unet'), "
             "n_train=(20,), seeds=(0,)); "
             f"run_study(d, {str(out)!r}, engine=FakeEngine(delay=60), backend=LocalBackend(2, 1), progress=False)")
