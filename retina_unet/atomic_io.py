@@ -9,12 +9,14 @@ Temporary files get the ordinary permissions (``0666 & ~umask``), not ``mkstemp`
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +75,21 @@ def write_json_atomic(
     """Write ``obj`` as JSON (a trailing newline; NaN-free by the caller's choice of values) atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n"
     return write_text_atomic(path, text)
+
+
+def csv_text(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """CSV text of ``rows`` (header = ``columns`` or the first row's keys; missing cells empty)."""
+    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", restval="", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv_atomic(path: str | Path, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` as CSV (see :func:`csv_text`) to ``path`` atomically."""
+    return write_text_atomic(path, csv_text(rows, columns))
 
 
 def save_figure_atomic(fig, path: str | Path, dpi: int = 80) -> Path:

@@ -9,6 +9,7 @@ function registered in ``COMMANDS``; more (study, doctor, predict) plug in the s
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -191,53 +192,27 @@ def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _add_predict(sub) -> None:
-    from retina_unet.predict.cli import add_predict_subcommand
+def _lazy(module: str, builder: str) -> Callable:
+    """A parser builder that imports ``module`` only when the parser is built (keeps
+    ``retina-unet --help`` and the core commands free of the study / predict / plotting imports)."""
 
-    add_predict_subcommand(sub)
+    def add(sub) -> None:
+        getattr(importlib.import_module(module), builder)(sub)
 
-
-def _add_export_toy(sub) -> None:
-    from retina_unet.predict.cli import add_export_toy_subcommand
-
-    add_export_toy_subcommand(sub)
-
-
-def _add_overlays(sub) -> None:
-    from retina_unet.predict.cli import add_overlays_subcommand
-
-    add_overlays_subcommand(sub)
+    return add
 
 
 # name -> parser builder; add a command by adding an entry.
-def _add_study(sub) -> None:
-    from retina_unet.study.cli import add_study_subcommands
-
-    add_study_subcommands(sub)
-
-
-def _add_doctor(sub) -> None:
-    from retina_unet.doctor import add_doctor_subcommand
-
-    add_doctor_subcommand(sub)
-
-
-def _add_curves(sub) -> None:
-    from retina_unet.training.curves import add_curves_subcommand
-
-    add_curves_subcommand(sub)
-
-
 COMMANDS: dict[str, Callable] = {
     "train": _add_train,
     "evaluate": _add_evaluate,
-    "predict": _add_predict,
-    "export-toy": _add_export_toy,
-    "overlays": _add_overlays,
+    "predict": _lazy("retina_unet.predict.cli", "add_predict_subcommand"),
+    "export-toy": _lazy("retina_unet.predict.cli", "add_export_toy_subcommand"),
+    "overlays": _lazy("retina_unet.predict.cli", "add_overlays_subcommand"),
     "summarize": _add_summarize,
-    "study": _add_study,
-    "doctor": _add_doctor,
-    "curves": _add_curves,
+    "study": _lazy("retina_unet.study.cli", "add_study_subcommands"),
+    "doctor": _lazy("retina_unet.doctor", "add_doctor_subcommand"),
+    "curves": _lazy("retina_unet.training.curves", "add_curves_subcommand"),
 }
 
 

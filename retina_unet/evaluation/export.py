@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina_unet.atomic_io import write_json_atomic
+from retina_unet.atomic_io import write_csv_atomic, write_json_atomic
 from retina_unet.evaluation.froc import FROC_FP_RATES
 from retina_unet.evaluation.metrics import detection_metrics
-from retina_unet.evaluation.per_case import CASE_COLUMNS, DETECTION_COLUMNS, per_case_rows, write_csv
+from retina_unet.evaluation.per_case import CASE_COLUMNS, DETECTION_COLUMNS, per_case_rows
 
 METRICS_FILES = ("metrics.json", "per_case.csv", "detections.csv", "pr.png", "froc.png")
 
@@ -45,8 +45,8 @@ def write_metrics(
     cases, dets = per_case_rows(predictions, targets, num_classes, iou_threshold, score_threshold)
     metrics["meta"] = {"label": label, "definitions": "docs/metrics.md", **(meta or {})}
     metrics["files"] = list(METRICS_FILES)
-    write_csv(cases, out / "per_case.csv", [*CASE_COLUMNS, *(f"score_c{c}" for c in range(1, num_classes + 1))])
-    write_csv(dets, out / "detections.csv", DETECTION_COLUMNS)
+    write_csv_atomic(out / "per_case.csv", cases, [*CASE_COLUMNS, *(f"score_c{c}" for c in range(1, num_classes + 1))])
+    write_csv_atomic(out / "detections.csv", dets, DETECTION_COLUMNS)
     plot_pr({label: metrics}, out / "pr.png")
     plot_froc({label: metrics}, out / "froc.png")
     write_json_atomic(out / "metrics.json", metrics)

@@ -19,10 +19,7 @@ Columns of :func:`per_case_rows` (also defined in ``docs/metrics.md``):
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -112,20 +109,3 @@ DETECTION_COLUMNS = ("case", "rank", "class", "score", "tp", "iou", "matched_gt"
 
 def _ordered(row: dict, num_classes: int) -> dict:
     return {**{k: row[k] for k in CASE_COLUMNS}, **{f"score_c{c}": row[f"score_c{c}"] for c in range(1, num_classes + 1)}}
-
-
-def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """CSV text of ``rows`` (header = ``columns`` or the first row's keys; missing cells empty)."""
-    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", restval="", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def write_csv(rows: Sequence[dict], path: str | Path, columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` as CSV atomically (temp file in the same folder, then rename)."""
-    from retina_unet.atomic_io import write_text_atomic
-
-    return write_text_atomic(path, csv_text(rows, columns))

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from retina_unet.atomic_io import write_csv_atomic
+
 METRICS_CSV = "metrics.csv"
 STEPS_CSV = "metrics_steps.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -82,12 +84,10 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def _write_csv(rows: Sequence[dict], path: Path) -> None:
-    from retina_unet.evaluation.per_case import write_csv
-
     columns: dict[str, None] = {}
     for r in rows:  # union of the keys, first-seen order
         columns.update(dict.fromkeys(r))
-    write_csv(rows, path, list(columns))
+    write_csv_atomic(path, rows, list(columns))
 
 
 class RunTracker:
