@@ -17,7 +17,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install --upgrade pip setuptools wheel ninja
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install "numpy>=1.24" "scipy>=1.10" "seaborn>=0.13" "matplotlib>=3.7" "tqdm>=4.60" "pandas>=2.0" \
-	  "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
+	  "pytest>=8" "pytest-timeout>=2.3" "import-linter>=2.1" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
 	  "tensorboard>=2.14"
 	touch $@
 
@@ -40,6 +40,7 @@ study: build
 	$(PY) -m retina_unet.study run --preset $(PRESET) --report
 
 test: build
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: build

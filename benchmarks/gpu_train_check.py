@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")
-    from retina_unet.training import preset, train_and_evaluate
+    from retina_unet.pipeline import train_and_evaluate
+    from retina_unet.training import preset
 
     cfg = preset("paper", 2, model=args.model, task="donuts_shape", n_train=1000, seed=0, epochs=args.epochs,
                  batches_per_epoch=args.batches, val_subset=args.val_subset, test_subset=args.test_subset,

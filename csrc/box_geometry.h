@@ -1,6 +1,6 @@
 // Box geometry shared by the CPU and CUDA kernels of every op.
 //
-// Convention (../shared/spec/toy_protocol.md section 5): a box is 2*D numbers
+// Convention (docs/conventions.md, "Boxes"): a box is 2*D numbers
 // (lo_0, ..., lo_{D-1}, hi_0, ..., hi_{D-1}) in array-axis order, continuous coordinates, no "+1".
 // Zero-volume or inverted boxes have volume 0 and IoU 0 with everything.
 //

@@ -1,6 +1,6 @@
 // Schemas of the NMS op family. One schema serves 2D (N, 4) and 3D (N, 6) boxes.
 //
-// Semantics (../shared/spec/ops.md): candidates in order of score descending, ties by index
+// Semantics (docs/conventions.md, "NMS"): candidates in order of score descending, ties by index
 // ascending; a box is kept iff no kept box has IoU > iou_threshold with it; degenerate boxes are
 // always kept and never suppress. Results are int64 indices into the input, in that order.
 // max_output < 0 means "no limit".

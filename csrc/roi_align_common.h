@@ -1,6 +1,6 @@
 // RoIAlign sampling geometry shared by the CPU and CUDA kernels (2D and 3D, one code path).
 //
-// Semantics (../shared/spec/ops.md): torchvision's rules applied per axis k. A roi is
+// Semantics (docs/conventions.md, "RoIAlign"): torchvision's rules applied per axis k. A roi is
 // (batch, lo_0..lo_{D-1}, hi_0..hi_{D-1}); along axis k
 //   start = lo * spatial_scale - offset (offset 0.5 when aligned), extent = hi * scale - offset - start,
 //   extent = max(extent, 1) when !aligned, bin = extent / pooled,

@@ -8,20 +8,12 @@ import pytest
 import torch
 
 from retina_unet import cli
-from tests.test_training import TinySegDetector
+from tests.test_training import TinySegDetector, use_tiny_models  # noqa: F401
 
 
 @pytest.fixture
 def tiny_models(monkeypatch):
-    import retina_unet.training.run as run
-
-    def build(cfg, num_classes=2, seed=None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        return TinySegDetector(cfg.spatial_dims)
-
-    monkeypatch.setattr(run, "build_from_config", build)
-    monkeypatch.setattr("retina_unet.training.build_from_config", build)
+    use_tiny_models(monkeypatch)
 
 
 def test_train_then_evaluate(tmp_path, tiny_models, capsys):

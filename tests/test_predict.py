@@ -35,7 +35,8 @@ def smoke_run(tmp_path_factory):
     """A real Retina U-Net trained for 2 epochs x 2 steps (smoke preset), its data, and its toy test
     images exported with ground truth: (run dir, data root, input folder)."""
     pytest.importorskip("toy_data")
-    from retina_unet.training import preset, train_and_evaluate
+    from retina_unet.pipeline import train_and_evaluate
+    from retina_unet.training import preset
 
     root = tmp_path_factory.mktemp("predict")
     cfg = preset("smoke", 2, device="cpu")

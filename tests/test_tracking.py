@@ -14,8 +14,9 @@ import retina_unet.training.tracking as tracking
 from retina_unet.cli import main
 from retina_unet.training import preset
 from retina_unet.training.curves import load_curve, plot_learning_curves
-from retina_unet.training.predictions import PREDICTIONS_FILE, load_predictions, write_run_metrics
-from tests.test_training import TinySegDetector, _trainer
+from retina_unet.pipeline import write_run_metrics
+from retina_unet.rundir import PREDICTIONS_FILE, load_predictions
+from tests.test_training import TinySegDetector, _trainer, use_tiny_models  # noqa: F401
 
 EPOCH_COLUMNS = ["epoch", "step", "loss", "loss_ce", "val_mAP", "val_ap_1", "val_ap_2", "lr", "train_s", "val_s",
                  "data_s", "compute_s", "data_fraction", "images_per_s", "peak_rss_mb", "peak_cuda_mb"]
@@ -92,14 +93,9 @@ def test_without_tensorboard_csv_only_and_one_warning(tmp_path, monkeypatch):
 def smoke_run(tmp_path, monkeypatch):
     """A smoke-preset run end to end (tiny stand-in detector), as in test_training."""
     pytest.importorskip("toy_data")
-    import retina_unet.training.run as run
+    import retina_unet.pipeline as run
 
-    def build(cfg, num_classes=2, seed=None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        return TinySegDetector(cfg.spatial_dims)
-
-    monkeypatch.setattr(run, "build_from_config", build)
+    use_tiny_models(monkeypatch)
     cfg = preset("smoke", 2, device="cpu", tta=False)
     res = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
     return tmp_path / "run", tmp_path / "data", cfg, res

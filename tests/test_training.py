@@ -26,6 +26,21 @@ from retina_unet.training import (
 )
 
 
+def use_tiny_models(monkeypatch) -> None:
+    """Build :class:`TinySegDetector` wherever a run builds or loads its model (the pipeline and the
+    run-folder loader)."""
+    import retina_unet.pipeline as pipeline
+    import retina_unet.rundir as rundir
+
+    def build(cfg, num_classes, seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return TinySegDetector(cfg.spatial_dims, num_classes)
+
+    monkeypatch.setattr(pipeline, "build_from_config", build)
+    monkeypatch.setattr(rundir, "build_from_config", build)
+
+
 class TinySegDetector(torch.nn.Module):
     """Stand-in detector meeting the model contract: per-pixel classes, boxes from the argmax map."""
 
@@ -257,16 +272,9 @@ def test_presets_and_overrides():
 
 def test_train_and_evaluate_smoke(tmp_path, monkeypatch):
     pytest.importorskip("toy_data")
-    import retina_unet.training.run as run
+    import retina_unet.pipeline as run
 
-    monkeypatch.setattr(
-        run,
-        "build_from_config",
-        lambda cfg, num_classes=2, seed=None: (
-            torch.manual_seed(seed) if seed is not None else None,
-            TinySegDetector(cfg.spatial_dims),
-        )[1],
-    )
+    use_tiny_models(monkeypatch)
     cfg = preset("smoke", 2, device="cpu")
     res = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
     assert json.loads(json.dumps(res)) == res
@@ -284,9 +292,16 @@ def test_train_and_evaluate_smoke(tmp_path, monkeypatch):
     assert len(res["curve"]) == cfg.epochs and res["test"]["n_images"] == cfg.pool_test
     assert res["test"]["n_members"] == cfg.tta_views * cfg.top_k
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == res
-    # a second call resumes the finished run: no more training, same test result
+    # a second call leaves the finished run untouched and returns its stored result
+    files = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "run").iterdir()}
     again = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False)
+    assert again.pop("already_finished") is True and again == res
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "run").iterdir()} == files
+    # unless asked to re-evaluate: no more training, same test result, result.json rewritten
+    again = run.train_and_evaluate(cfg, tmp_path / "run", data_root=tmp_path / "data", progress=False,
+                                   re_evaluate=True)
     assert again["resumed"] and again["mAP"] == res["mAP"] and again["curve"] == res["curve"]
+    assert (tmp_path / "run" / "result.json").stat().st_mtime_ns != files["result.json"]
 
 
 def test_resume_accepts_other_test_time_settings(tmp_path):
@@ -298,7 +313,7 @@ def test_resume_accepts_other_test_time_settings(tmp_path):
 def test_real_model_seeded_runs_are_identical(tmp_path):
     pytest.importorskip("retina_unet.models")
     pytest.importorskip("toy_data")
-    from retina_unet.training import train_and_evaluate
+    from retina_unet.pipeline import train_and_evaluate
 
     cfg = preset("smoke", 2, device="cpu", epochs=1, tta=False)
     a = train_and_evaluate(cfg, tmp_path / "a", data_root=tmp_path / "data", progress=False)

@@ -8,7 +8,8 @@ import pytest
 @pytest.mark.slow
 def test_cpu_preset_retina_unet_donuts_shape_reaches_map_09(tmp_path):
     pytest.importorskip("retina_unet.models")
-    from retina_unet.training import preset, train_and_evaluate
+    from retina_unet.pipeline import train_and_evaluate
+    from retina_unet.training import preset
 
     res = train_and_evaluate(
         preset("cpu", 2, model="retina_unet", task="donuts_shape", n_train=1000, seed=0),

@@ -8,7 +8,7 @@ Public API::
     write_dataset(spec, out_dir, *, seed=0, n_train=1000, n_val=500, n_test=1000, workers=None, progress=True)
     load_dataset(path, verify=True) -> ToyDataset;  DatasetError
 
-See toy_data/README.md and shared/spec/toy_protocol.md (section 1) for the task semantics.
+See toy_data/README.md and docs/conventions.md ("The toy tasks") for the task semantics.
 """
 
 from .generate import GENERATOR_VERSION, Sample, generate_sample, generate_split

@@ -2,7 +2,7 @@
 
 A :class:`TaskSpec` is a frozen, validated description of one task; :func:`task_spec` builds the
 default spec of a named task in 2D or 3D and applies overrides. Semantics (binding, see
-``shared/spec/toy_protocol.md`` section 1):
+``docs/conventions.md`` "The toy tasks"):
 
 - background i.i.d. uniform [0, 1) (or 0 with ``noise=False``); object pixels get ``+contrast``;
   hole pixels get nothing (the hole is exactly background);

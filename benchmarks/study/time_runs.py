@@ -20,7 +20,8 @@ from pathlib import Path
 
 
 def time_model(preset_name: str, dim: int, model: str, batches: int, n_eval: int, data_root: str) -> dict:
-    from retina_unet.training import preset, train_and_evaluate
+    from retina_unet.pipeline import train_and_evaluate
+    from retina_unet.training import preset
 
     full = preset(preset_name, dim, model=model)
     top_k = min(full.top_k, 1)

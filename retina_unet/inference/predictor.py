@@ -14,28 +14,9 @@ import torch
 
 from retina_unet.inference.tta import flip_boxes, flip_images, flip_seg, mirror_views
 from retina_unet.inference.wbc import weighted_box_clustering
-from retina_unet.ops import box_iou
+from retina_unet.ops import nms
 
 MERGES = ("wbc", "nms", "none")
-
-
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS (strict '>' suppression), through retina_unet.ops.nms when it exists."""
-    try:
-        from retina_unet.ops import nms  # type: ignore[attr-defined]
-    except ImportError:
-        nms = None
-    if nms is not None:
-        return nms(boxes, scores, iou_threshold)
-    order = torch.argsort(-scores, stable=True)
-    iou = box_iou(boxes, boxes)
-    keep, suppressed = [], torch.zeros(len(order), dtype=torch.bool)
-    for pos, i in enumerate(order.tolist()):
-        if suppressed[pos]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i, order] > iou_threshold
-    return torch.tensor(keep, dtype=torch.int64)
 
 
 class Predictor:
@@ -119,7 +100,7 @@ class Predictor:
                         boxes[sel], scores[sel], ids[sel], self.n_members, self.wbc_iou
                     )
                 else:
-                    keep = _nms(boxes[sel], scores[sel], self.nms_iou)
+                    keep = nms(boxes[sel], scores[sel], self.nms_iou)
                     bx, sc = boxes[sel][keep], scores[sel][keep]
                 out_b.append(bx.to(boxes.device))
                 out_s.append(sc.to(boxes.device))
@@ -134,3 +115,20 @@ class Predictor:
         if segs:
             result["seg"] = torch.stack([x.float() for x in segs]).mean(0)
         return result
+
+
+def predictor_for_config(cfg, models: Sequence[torch.nn.Module], tta: bool | None = None) -> Predictor:
+    """The test-time :class:`Predictor` of a run: ``cfg``'s ``tta`` (or the ``tta`` given here),
+    ``tta_views``, ``merge``, ``wbc_iou`` and ``nms_iou`` over ``models`` (the kept epochs, or one).
+
+    ``cfg`` is any object with those attributes (a ``TrainConfig``); the one mapping from a run's
+    settings to its predictor, used by the pipeline (evaluate), ``predict`` and ``overlays``.
+    """
+    return Predictor(
+        models,
+        tta=cfg.tta if tta is None else bool(tta),
+        merge=cfg.merge,
+        max_views=cfg.tta_views,
+        wbc_iou=cfg.wbc_iou,
+        nms_iou=cfg.nms_iou,
+    )

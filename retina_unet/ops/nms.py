@@ -1,6 +1,6 @@
 """Non-maximum suppression for 2D and 3D boxes: plain, batched (per group), and padded (sync-free).
 
-Semantics (../shared/spec/ops.md), the same on every device and in the reference:
+Semantics (docs/conventions.md, "NMS"), the same on every device and in the reference:
 
 - candidates in order of score descending, ties by index ascending;
 - a candidate is kept iff no kept box (of its group, for the batched ops) has IoU > ``iou_threshold``

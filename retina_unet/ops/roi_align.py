@@ -3,7 +3,7 @@
 Coordinate contract: rois are ``Tensor[K, 1 + 2*D]`` = ``(batch_index, lo_0, ..., lo_{D-1}, hi_0, ...,
 hi_{D-1})`` in array-axis order (axis 0 first: (y, x) in 2D, like our boxes), continuous coordinates
 of the *input image*; ``spatial_scale`` maps them onto the feature map (e.g. 1/4 for stride 4).
-Semantics per axis are torchvision's (../shared/spec/ops.md), so in 2D the result equals
+Semantics per axis are torchvision's (docs/conventions.md, "RoIAlign"), so in 2D the result equals
 ``torchvision.ops.roi_align`` once the rois are converted to its (x, y) order.
 
 Robustness: a roi with NaN/inf coordinates (or one whose scaled extent overflows) gives zeros; the

@@ -1,27 +1,25 @@
 """Running a trained model on your own images: ``predict`` (detections as CSV / JSON in a box
-convention of your choice, optional overlays) and the toy test set as input files to try it on."""
+convention of your choice, optional overlays), the toy test set as input files to try it on, and the
+best / worst overlays of a run (``overlays``). Uses :mod:`retina_unet.visualize` (never the reverse)."""
 
 from retina_unet.predict.conventions import CONVENTIONS, boxes_from_convention, convert_boxes, get_convention
 from retina_unet.predict.detections import evaluate_detection_files, read_detections
 from retina_unet.predict.inputs import check_array, export_toy_inputs, read_ground_truth, scan_inputs
-from retina_unet.predict.loading import CheckpointError, load_for_prediction, read_checkpoint
-from retina_unet.predict.pipeline import make_predictor, predict_folder, run_predictor
+from retina_unet.predict.overlays import run_overlays
+from retina_unet.predict.pipeline import predict_folder, run_predictor
 
 __all__ = [
     "CONVENTIONS",
-    "CheckpointError",
     "boxes_from_convention",
     "check_array",
     "convert_boxes",
     "evaluate_detection_files",
     "export_toy_inputs",
     "get_convention",
-    "load_for_prediction",
-    "make_predictor",
     "predict_folder",
-    "read_checkpoint",
     "read_detections",
     "read_ground_truth",
+    "run_overlays",
     "run_predictor",
     "scan_inputs",
 ]

@@ -93,7 +93,7 @@ def add_export_toy_subcommand(sub) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--n", type=int, default=20, help="the first n images of the split (default 20)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which toy split (default test)")
     p.add_argument(
         "--data-root", default=None, help="toy dataset cache (default: $RETINA_UNET_DATA or data/cache)"
     )
@@ -102,13 +102,10 @@ def add_export_toy_subcommand(sub) -> None:
 
 
 def cmd_export_toy(args) -> int:
-    from pathlib import Path
-
     from retina_unet.predict.inputs import export_toy_inputs
-    from retina_unet.predict.loading import LAST, read_checkpoint
+    from retina_unet.rundir import run_config
 
-    path = Path(args.checkpoint)
-    _, cfg = read_checkpoint(path / LAST if path.is_dir() else path)
+    cfg = run_config(args.checkpoint)
     out = export_toy_inputs(cfg, args.out, args.n, args.split, args.data_root, args.overwrite)
     n = len(list(out.glob("*.npy")))
     print(f"wrote {n} {cfg.task} {cfg.spatial_dims}D {args.split} images and ground_truth.json to {out}")
@@ -126,17 +123,24 @@ def add_overlays_subcommand(sub) -> None:
     p.add_argument(
         "--images", type=int, default=100, help="rank the first this many images of the split (default 100)"
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="which toy split (default test)")
+    p.add_argument(
+        "--data-root", default=None, help="toy dataset cache (default: $RETINA_UNET_DATA or data/cache)"
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirroring test-time augmentation (default: the run's setting)",
+    )
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_overlays)
 
 
 def cmd_overlays(args) -> int:
-    from retina_unet.visualize.run_overlays import run_overlays
+    from retina_unet.predict.overlays import run_overlays
 
     s = run_overlays(
         args.checkpoint,

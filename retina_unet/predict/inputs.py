@@ -190,8 +190,7 @@ def export_toy_inputs(
         n: how many images (at most the split's size). split: "train", "val" or "test".
         data_root: the toy dataset cache (default: the training default).
     """
-    from retina_unet.training.data import image_objects
-    from retina_unet.training.run import DEFAULT_DATA_ROOT, ensure_dataset
+    from retina_unet.data import DEFAULT_DATA_ROOT, ensure_dataset, image_objects
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"--n: expected an integer >= 1, got {n!r}")

@@ -1,9 +1,11 @@
 """``predict``: a checkpoint or run directory on a folder of ``.npy`` images; and the best / worst
 overlay grid of a run on its toy test set.
 
-Test-time set-up is the one ``evaluate`` uses (:func:`retina_unet.training.run.evaluate_models`):
-the run's models (top-k ensemble when ``ensemble_top_k``), its ``tta`` / ``tta_views`` / ``merge``
-/ ``wbc_iou`` / ``nms_iou`` settings, batches of ``val_batch_size`` whole images in file order.
+Test-time set-up is the one ``evaluate`` uses (:func:`retina_unet.inference.predictor_for_config`
+over :func:`retina_unet.rundir.load_run_models`): the run's models (top-k ensemble when
+``ensemble_top_k``), its ``tta`` / ``tta_views`` / ``merge`` / ``wbc_iou`` / ``nms_iou`` settings,
+batches of ``val_batch_size`` whole images in file order, through the one predict loop
+(:func:`retina_unet.inference.predict_images`).
 Everything is validated before any model runs, and outputs are written into a temporary folder that
 replaces ``--out`` only when complete.
 """
@@ -20,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
-from retina_unet.inference import Predictor
+from retina_unet.environment import resolve_device
+from retina_unet.inference import Predictor, predict_images, predictor_for_config
 from retina_unet.predict.conventions import get_convention
 from retina_unet.predict.detections import (
     csv_text,
@@ -30,57 +33,15 @@ from retina_unet.predict.detections import (
     json_text,
 )
 from retina_unet.predict.inputs import read_ground_truth, scan_inputs
-from retina_unet.predict.loading import LoadedModels, load_for_prediction
-from retina_unet.training.engine import resolve_device
-from retina_unet.training.run import make_predictor as predictor_for_config
+from retina_unet.rundir import LoadedModels, load_run_models
+from retina_unet.visualize.overlays import draw_case
+from retina_unet.visualize.ranking import case_score, draw_best_worst, rank_cases
 
 
-def make_predictor(loaded: LoadedModels, tta: bool | None = None) -> Predictor:
-    """The :class:`Predictor` ``evaluate`` builds for this run (``tta`` overrides the run's setting)."""
-    cfg = loaded.cfg if tta is None else loaded.cfg.replace(tta=tta)
-    return predictor_for_config(cfg, loaded.models)
-
-
-def batches(shapes: Sequence[tuple[int, ...]], batch_size: int) -> list[list[int]]:
-    """Consecutive runs of equal spatial shape, cut into batches of at most ``batch_size`` indices."""
-    out: list[list[int]] = []
-    for i, shape in enumerate(shapes):
-        if out and len(out[-1]) < batch_size and shapes[out[-1][0]] == shape:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
-def run_predictor(
-    predictor: Predictor,
-    images: Sequence[np.ndarray],
-    batch_size: int,
-    device: torch.device,
-    keep_seg: bool = False,
-    progress: bool = False,
-    on_batch=None,
-) -> list[dict]:
-    """Predict every ``(C, *S)`` float32 image of ``images`` (any indexable sequence, read lazily).
-
-    Returns one dict per image on the CPU (boxes, scores, labels; "seg" ``(C+1, *S)`` only with
-    ``keep_seg``). ``on_batch(indices, preds)`` is called after each batch with that batch's
-    predictions including "seg" (e.g. to draw overlays without keeping every seg in memory).
-    """
-    shapes = [tuple(images[i].shape) for i in range(len(images))]
-    out: list[dict] = [{} for _ in shapes]
-    groups = batches(shapes, batch_size)
-    for ids in tqdm(groups, total=len(groups), desc="predict", disable=not progress, leave=False):
-        batch = torch.from_numpy(np.stack([np.asarray(images[i], dtype=np.float32) for i in ids])).to(device)
-        preds = [
-            {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in p.items()}
-            for p in predictor.predict(batch)
-        ]
-        if on_batch is not None:
-            on_batch(ids, preds)
-        for i, p in zip(ids, preds, strict=True):
-            out[i] = p if keep_seg else {k: v for k, v in p.items() if k != "seg"}
-    return out
+def run_predictor(predictor: Predictor, images, batch_size: int, device, keep_seg: bool = False,
+                  progress: bool = False, on_batch=None) -> list[dict]:
+    """``predictor`` over ``images`` through the one predict loop (:func:`predict_images`)."""
+    return predict_images(predictor.predict, images, batch_size, device, progress, "predict", keep_seg, on_batch)
 
 
 class _Files:
@@ -128,7 +89,7 @@ def predict_folder(
     if score_threshold is not None and not math.isfinite(score_threshold):
         raise ValueError(f"--score-threshold: expected a finite number, got {score_threshold!r}")
     check_output_dir(out, overwrite)
-    loaded = load_for_prediction(checkpoint)
+    loaded = load_run_models(checkpoint)
     cfg = loaded.cfg
     conv = get_convention(convention, loaded.spatial_dims)
     items = scan_inputs(input_dir, loaded.spatial_dims, loaded.in_channels)
@@ -136,7 +97,7 @@ def predict_folder(
     threshold = cfg.score_threshold if score_threshold is None else float(score_threshold)
     dev = resolve_device(device or cfg.device)
     loaded.models = [m.to(dev) for m in loaded.models]
-    predictor = make_predictor(loaded, tta)
+    predictor = predictor_for_config(loaded.cfg, loaded.models, tta)
     records: list[dict] = []
     summary = {
         "checkpoint": str(loaded.source),
@@ -161,8 +122,6 @@ def predict_folder(
                 recs = detection_records(items[i].stem, p, conv, threshold)
                 records.extend(recs)
                 if overlays:
-                    from retina_unet.visualize.overlays import draw_case
-
                     draw_case(
                         items[i].load(),
                         overlay_dir / f"{items[i].stem}.png",
@@ -202,8 +161,6 @@ def predict_folder(
 def _best_worst(
     predictor, items, preds, gt, loaded: LoadedModels, device, path: Path, threshold: float, n: int = 4
 ):
-    from retina_unet.visualize.ranking import case_score, draw_best_worst, rank_cases
-
     cfg = loaded.cfg
     scores = [
         case_score(i, preds[i], gt[it.stem], loaded.num_classes, cfg.iou_threshold, cfg.score_threshold)

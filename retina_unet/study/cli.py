@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, parse_overrides, preset
+from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, preset
+from retina_unet.training.config import parse_overrides
 from retina_unet.study.store import StudyFolder
 
 
@@ -34,7 +35,11 @@ def _definition(args: argparse.Namespace) -> StudyDefinition:
     if args.train_preset:
         changes["train_preset"] = args.train_preset
     if args.set:
-        changes["overrides"] = {**dict(base.overrides), **parse_overrides(args.set)}
+        try:  # the one override parser (as `train --set`): values checked against TrainConfig's types
+            parsed = parse_overrides(args.set)
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+        changes["overrides"] = {**dict(base.overrides), **parsed}
     if args.name:
         changes["name"] = args.name
     return base.replace(**changes) if changes else base
@@ -160,14 +165,15 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--preset", choices=sorted(PRESETS), help="study preset (default: the folder's own, else quick)")
     run.add_argument("--out", help="study folder (default: studies/<name>)")
     run.add_argument("--name", help="study name (default: the preset's)")
-    run.add_argument("--tasks", nargs="+", metavar="TASK")
-    run.add_argument("--models", nargs="+", metavar="MODEL")
-    run.add_argument("--n-train", nargs="+", type=int, metavar="N")
-    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED")
-    run.add_argument("--dims", nargs="+", type=int, choices=(2, 3))
+    run.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks of the grid (default: the preset's)")
+    run.add_argument("--models", nargs="+", metavar="MODEL", help="models of the grid (default: the preset's)")
+    run.add_argument("--n-train", nargs="+", type=int, metavar="N", help="training sizes of the grid")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="seeds of the grid")
+    run.add_argument("--dims", nargs="+", type=int, choices=(2, 3), help="spatial dimensions of the grid")
     run.add_argument("--train-preset", help="training engine preset: smoke | cpu | paper")
-    run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="TrainConfig overrides for every run")
-    run.add_argument("--backend", choices=("local", "ray"), default="local")
+    run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="TrainConfig overrides for every run, checked against their types (as train --set)")
+    run.add_argument("--backend", choices=("local", "ray"), default="local",
+                     help="local process pool (default) or a Ray cluster")
     run.add_argument("--workers", type=int, help="parallel runs (local default: cpus // cpus-per-run)")
     run.add_argument("--cpus-per-run", type=int, help="torch threads / Ray CPUs per run (default 1)")
     run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0)")
@@ -175,14 +181,14 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray instance (default: all)")
     run.add_argument("--data-root", help="toy-data folder for the training engine")
     run.add_argument("--max-runs", type=int, help="run at most this many runs in this sweep")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     run.add_argument("--report", action="store_true", help="write the report when the study is complete")
     run.add_argument("--report-dir", help="report folder (default: reports/<name>)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="finished / running / failed / left of a study folder")
-    status.add_argument("--out", required=True)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--out", required=True, help="study folder")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="CSV, figures and Markdown report from a study folder")
     report.add_argument("--out", required=True, help="study folder")

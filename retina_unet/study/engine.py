@@ -14,11 +14,22 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from retina_unet.study.definition import FALLBACK_MODELS, FALLBACK_TASKS, RunSpec
+from retina_unet.study.definition import RunSpec
 
-# Config fields that say how or where a run executes, not what it computes: left out of run hashes
-# so that the same experiment on another machine or device is recognised as the same run.
-NON_SEMANTIC_KEYS = frozenset({"device", "num_threads", "num_workers", "progress", "data_root", "out_dir"})
+# Keys that say how or where a run executes, not what it computes, besides the TrainConfig fields
+# with the "not_identity" role (device, num_threads): left out of run hashes so that the same
+# experiment on another machine or device is recognised as the same run (engines other than
+# TrainingEngine, e.g. the test fakes, may carry these).
+NON_SEMANTIC_KEYS = frozenset({"num_workers", "progress", "data_root", "out_dir"})
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config dict that names a run (hashed by ``execute.config_hash``):
+    :func:`retina_unet.training.config.identity_dict` (no "not_identity" fields; fields added later
+    only when they differ from their default) minus :data:`NON_SEMANTIC_KEYS`."""
+    from retina_unet.training.config import identity_dict
+
+    return {k: v for k, v in identity_dict(config).items() if k not in NON_SEMANTIC_KEYS}
 
 
 class Engine(Protocol):
@@ -40,7 +51,7 @@ class TrainingEngine:
         return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
 
     def run(self, cfg: Any, out_dir: Path, data_root: Path | None, threads: int | None) -> dict[str, Any]:
-        from retina_unet.training import train_and_evaluate
+        from retina_unet.pipeline import train_and_evaluate
 
         if threads is not None and getattr(cfg, "num_threads", None) != threads:
             cfg = cfg.replace(num_threads=threads)  # the backend's thread budget wins (not hashed)
@@ -52,34 +63,20 @@ class TrainingEngine:
 
     def default_data_root(self) -> Path:
         """The engine's dataset cache as an absolute path (Ray workers do not share our cwd)."""
-        from retina_unet.training.run import DEFAULT_DATA_ROOT
+        from retina_unet.data import DEFAULT_DATA_ROOT
 
         return Path(DEFAULT_DATA_ROOT).resolve()
 
     def catalogue(self) -> dict[str, Any]:
-        """Known tasks, models, presets and the training-pool size, from the packages that own them."""
+        """Known tasks, models, presets and the training-pool size, from the packages that own them
+        (``toy_data.TASKS``, ``retina_unet.models.MODEL_NAMES``, ``retina_unet.training.PRESETS``)."""
+        import toy_data
+        from retina_unet.models import MODEL_NAMES
+        from retina_unet.training import PRESETS
+
         # pool_size None: the pool is checked per run against the resolved config's pool_train.
-        out: dict[str, Any] = {"tasks": FALLBACK_TASKS, "models": FALLBACK_MODELS,
-                               "presets": ("smoke", "cpu", "paper"), "pool_size": None}
-        try:
-            import toy_data
-
-            out["tasks"] = tuple(getattr(toy_data, "TASKS", out["tasks"]))
-        except ImportError:
-            pass
-        try:
-            from retina_unet.models import MODEL_NAMES
-
-            out["models"] = tuple(MODEL_NAMES)
-        except ImportError:
-            pass
-        try:
-            from retina_unet.training import PRESETS
-
-            out["presets"] = tuple(PRESETS)
-        except ImportError:
-            pass
-        return out
+        return {"tasks": tuple(toy_data.TASKS), "models": tuple(MODEL_NAMES), "presets": tuple(PRESETS),
+                "pool_size": None}
 
 
 def set_torch_threads(threads: int) -> None:

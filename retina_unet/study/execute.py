@@ -18,13 +18,13 @@ from typing import Any
 
 from retina_unet.study._hash import stable_hash
 from retina_unet.study.definition import RunSpec, StudyError
-from retina_unet.study.engine import NON_SEMANTIC_KEYS, Engine, set_torch_threads
+from retina_unet.study.engine import Engine, identity, set_torch_threads
 from retina_unet.study.store import RESULT_SCHEMA, StudyFolder
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """The run's identity: a hash of its resolved config, without the keys that only say where it runs."""
-    return stable_hash({k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}, 12)
+    return stable_hash(identity(config), 12)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from retina_unet.atomic_io import write_json_atomic
+from retina_unet.environment import git_commit  # noqa: F401  (re-exported: the study's code version)
 from retina_unet.study.definition import StudyDefinition, StudyError
 
 RESULT_SCHEMA = 1
@@ -52,21 +53,6 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the code (with ``-dirty`` when the tree has changes), or None."""
-    import subprocess
-
-    cwd = cwd or Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha + ("-dirty" if dirty else "")
 
 
 def _relocate(obj: Any, old: str, new: str) -> Any:

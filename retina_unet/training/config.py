@@ -2,16 +2,44 @@
 
 An experiment overrides only what differs: ``preset("cpu", 2, model="retina_net", seed=3)``.
 ``TrainConfig.from_dict(asdict(cfg)) == cfg`` (checkpoints and results carry the resolved config).
+
+Field roles (dataclass metadata ``{"roles": frozenset(...)}``, read with :func:`fields_with_role`):
+
+- ``"resume_may_change"``: may differ when a run is resumed (the training engine's resume check);
+- ``"inference"``: changes only test-time predictions of fixed weights; stored predictions are
+  reused when these are unchanged (``retina_unet.rundir``);
+- ``"not_identity"``: says where / how a run executes, not what it computes; left out of a run's
+  identity (:func:`identity_dict`, the study's run hash).
+
+A field added after runs were first recorded carries ``metadata["added"]`` (the date it was added)
+and is left out of :func:`identity_dict` while it has its default value: runs recorded before it
+existed computed exactly the default, so their identity (and every finished study) stays valid;
+only a non-default value makes a new identity. ``docs/conventions.md`` ("Run identity") says more.
+
+Overrides given as text (``train --set``, ``evaluate --set``, ``study run --set``) go through the
+one parser, :func:`parse_overrides`, which checks each value against the field's type.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
+import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, get_type_hints
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+ROLES = ("resume_may_change", "inference", "not_identity")
+
+
+def _role(default: Any, *roles: str, added: str | None = None) -> Any:
+    """A dataclass field with ``roles`` (see the module docstring) and, for fields added after runs
+    were first recorded, ``added`` (ISO date)."""
+    meta: dict[str, Any] = {"roles": frozenset(roles)}
+    if added is not None:
+        meta["added"] = added
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -53,22 +81,22 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_min_ratio: float = 0.01
     amp: bool = True  # mixed precision (bfloat16 autocast) when training on CUDA; ignored on CPU
-    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda" | "cuda:1"
-    num_threads: int | None = None  # torch.set_num_threads for the run (None = leave as is)
+    device: str = _role("auto", "resume_may_change", "not_identity")  # "auto" (cuda when available) | "cpu" | "cuda" | "cuda:1"
+    num_threads: int | None = _role(None, "resume_may_change", "not_identity")  # torch.set_num_threads for the run (None = leave as is)
 
     # --- validation, checkpoints ---
     val_subset: int | None = None  # validate on the first n val images each epoch (None = all)
-    val_batch_size: int = 8
+    val_batch_size: int = _role(8, "resume_may_change")  # whole images per inference batch
     top_k: int = 5  # keep the k epochs with the best validation mAP (paper: top-5)
 
     # --- test-time inference (protocol section 3) ---
-    tta: bool = True  # mirroring test-time augmentation (4 views)
-    tta_views: int = 4
-    ensemble_top_k: bool = True  # ensemble the kept top-k epochs (False: the best epoch only)
-    merge: str = "wbc"  # "wbc" | "nms" | "none"
-    wbc_iou: float = 1e-5  # MDT toy config
-    nms_iou: float = 0.1  # for merge="nms"
-    test_subset: int | None = None  # evaluate on the first n test images (None = all 1000)
+    tta: bool = _role(True, "inference", "resume_may_change")  # mirroring test-time augmentation (4 views)
+    tta_views: int = _role(4, "inference", "resume_may_change")  # mirror views used with tta
+    ensemble_top_k: bool = _role(True, "inference", "resume_may_change")  # ensemble the kept top-k epochs (False: the best epoch only)
+    merge: str = _role("wbc", "inference", "resume_may_change")  # "wbc" | "nms" | "none"
+    wbc_iou: float = _role(1e-5, "inference", "resume_may_change")  # MDT toy config
+    nms_iou: float = _role(0.1, "inference", "resume_may_change")  # for merge="nms"
+    test_subset: int | None = _role(None, "resume_may_change")  # evaluate on the first n test images (None = all 1000)
     iou_threshold: float = 0.1  # evaluation: match needs IoU > this
     score_threshold: float = 0.1  # evaluation: predictions <= this dropped
 
@@ -95,6 +123,33 @@ class TrainConfig:
 
     def replace(self, **overrides: Any) -> TrainConfig:
         return replace(self, **overrides)
+
+
+def fields_with_role(config_or_cls: Any, role: str) -> tuple[str, ...]:
+    """Names of the fields of a config dataclass (instance or class) that carry ``role``."""
+    if role not in ROLES:
+        raise ValueError(f"role: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    return tuple(f.name for f in fields(config_or_cls) if role in f.metadata.get("roles", ()))
+
+
+def identity_dict(config: dict[str, Any], cls: type = None) -> dict[str, Any]:  # type: ignore[assignment]
+    """A run's identity from its config dict: without ``not_identity`` fields, and without fields
+    added later (``metadata["added"]``) while they hold their default (module docstring).
+
+    Keys that are not fields of ``cls`` (default :class:`TrainConfig`) are kept as they are.
+    """
+    cls = TrainConfig if cls is None else cls
+    drop = set(fields_with_role(cls, "not_identity"))
+    for f in fields(cls):
+        if "added" in f.metadata and f.name in config:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if _canonical(config[f.name]) == _canonical(default):
+                drop.add(f.name)
+    return {k: v for k, v in config.items() if k not in drop}
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -197,18 +252,102 @@ def preset(name: str, spatial_dims: int = 2, **overrides: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"key=value"`` -> (key, value) with the value parsed as a Python literal when it is one
-    (``lr=3e-4``, ``patch_size=(96,96)``, ``tta=False``, ``val_subset=None``), else a string."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value")
-    key, raw = text.split("=", 1)
+def parse_overrides(items, cls: type = None) -> dict[str, Any]:  # type: ignore[assignment]
+    """``["lr=3e-4", "tta=false", "patch_size=(96,96)"]`` -> ``{"lr": 0.0003, "tta": False, ...}``.
+
+    The one parser for ``train --set``, ``evaluate --set`` and ``study run --set``. Each value is
+    read as the type of the field of ``cls`` (default :class:`TrainConfig`) it sets:
+
+    - bool: ``true`` / ``false`` in any case, ``1`` / ``0``;
+    - int, float: a number (an int field rejects ``2.5``); str: the text (quotes optional);
+    - ``X | None``: ``none`` / ``null`` (any case) or an X;
+    - tuple: ``(96,96)``, ``[96,96]`` or ``96,96`` (integers); dict: a JSON or Python dict literal.
+
+    Raises ``ValueError`` with one line naming the setting and the expected type (or, for an
+    unknown key, the closest field names).
+    """
+    cls = TrainConfig if cls is None else cls
+    out: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_override(item, cls)
+        out[key] = value
+    return out
+
+
+def parse_override(text: str, cls: type = None) -> tuple[str, Any]:  # type: ignore[assignment]
+    """One ``"key=value"`` -> ``(key, value)``; see :func:`parse_overrides`."""
+    cls = TrainConfig if cls is None else cls
+    key, sep, raw = str(text).partition("=")
     key = key.strip()
-    known = {f.name for f in fields(TrainConfig)}
+    if not sep or not key:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE, e.g. --set lr=3e-4")
+    hints = get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
     if key not in known:
-        raise ValueError(f"unknown TrainConfig field {key!r}; known: {', '.join(sorted(known))}")
-    try:
-        value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
-        value = raw.strip()
-    return key, value
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+        raise ValueError(f"--set {key}: unknown {cls.__name__} field; {hint}")
+    return key, _parse_value(key, raw.strip(), hints[key])
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _parse_value(key: str, raw: str, tp: Any) -> Any:
+    args = getattr(tp, "__args__", ())
+    if type(None) in args:  # X | None
+        if raw.lower() in ("none", "null"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else tp
+
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"--set {key}={raw}: expected {expected}")
+
+    if tp is bool:
+        low = raw.lower()
+        if low in ("true", "1"):
+            return True
+        if low in ("false", "0"):
+            return False
+        raise bad("a bool (true / false / 1 / 0)")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise bad("an int") from None
+    if tp is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise bad("a number (float)") from None
+        if not math.isfinite(value):
+            raise bad("a finite number (float)")
+        return value
+    if tp is str:
+        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+            return raw[1:-1]
+        return raw
+    if tp is tuple:
+        text = raw if raw[:1] in "([" else f"({raw},)"
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise bad("a tuple of integers, e.g. (96,96)") from None
+        if not isinstance(value, tuple | list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+            raise bad("a tuple of integers, e.g. (96,96)")
+        return tuple(value)
+    if tp is dict:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                raise bad('a dict, e.g. {"size": 96}') from None
+        if not isinstance(value, dict):
+            raise bad('a dict, e.g. {"size": 96}')
+        return value
+    raise bad(f"a value of type {_type_name(tp)}")  # a field type this parser does not know yet

@@ -1,7 +1,7 @@
 """Learning curves: training loss and validation mAP per epoch of one or more runs, as a figure.
 
 Sources, in order: the run's ``metrics.csv`` (:mod:`retina_unet.training.tracking`), its
-``history.json``, or the ``curve`` field of a ``result.json``. CLI:
+``history.json``, or the ``curve`` field of a ``result.json``. CLI (:mod:`retina_unet.cli`):
 ``python -m retina_unet curves RUN_DIR [RUN_DIR ...] --out curves.png``.
 """
 
@@ -90,26 +90,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
     return out
 
 
-def add_curves_subcommand(sub) -> None:
-    """Register ``curves`` on an argparse subparsers object."""
-    p = sub.add_parser("curves", help="plot training loss and validation mAP per epoch of run directories")
-    p.add_argument("runs", nargs="+", help="run directories (metrics.csv / history.json / result.json) or such files")
-    p.add_argument("--out", required=True, help="the PNG to write")
-    p.add_argument("--labels", default=None, help="comma-separated legend labels (default: the run folder names)")
-    p.set_defaults(func=cmd_curves)
-
-
-def cmd_curves(args) -> int:
-    labels = args.labels.split(",") if args.labels else [_label(r) for r in args.runs]
-    if not args.labels and len(set(labels)) < len(labels):  # same folder names: use the paths
-        labels = list(args.runs)
-    if len(labels) != len(args.runs):
-        raise ValueError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
-    curves = {lab: load_curve(r) for lab, r in zip(labels, args.runs, strict=True)}
-    print(f"wrote {plot_learning_curves(curves, args.out)}")
-    return 0
-
-
-def _label(run: str) -> str:
+def run_label(run: str) -> str:
+    """A legend label for a run directory or curve file: the run folder's name."""
     p = Path(run)
     return p.name if p.is_dir() else p.parent.name

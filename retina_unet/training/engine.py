@@ -9,7 +9,6 @@ exactly where the interrupted one would have been.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,35 +17,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from retina_unet.data import BatchSampler, SplitImages, split_targets
+from retina_unet.environment import environment, git_commit, resolve_device
 from retina_unet.evaluation import evaluate_detections
-from retina_unet.training.checkpoint import LAST, epoch_file, load_checkpoint, save_checkpoint, save_json
-from retina_unet.training.config import TrainConfig, learning_rate
-from retina_unet.training.data import BatchSampler, eval_batches
-from retina_unet.training.environment import environment, git_commit
-from retina_unet.training.tracking import RunTracker
-
-# Fields that do not change the training trajectory: a run may be resumed with other values (e.g.
-# to evaluate a finished run with other test-time settings, or on another device / thread count).
-RESUME_MAY_CHANGE = frozenset(
-    {
-        "tta",
-        "tta_views",
-        "ensemble_top_k",
-        "merge",
-        "wbc_iou",
-        "nms_iou",
-        "test_subset",
-        "val_batch_size",
-        "num_threads",
-        "device",
-    }
+from retina_unet.inference import predict_images
+from retina_unet.training.checkpoint import (
+    LAST,
+    CheckpointError,
+    epoch_file,
+    load_checkpoint,
+    save_checkpoint,
+    save_json,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from retina_unet.training.config import TrainConfig, fields_with_role, learning_rate
+from retina_unet.training.tracking import RunTracker
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -61,41 +45,12 @@ def _to_device(images: torch.Tensor, targets: list[dict], device: torch.device):
     return images.to(device, non_blocking=True), [{k: v.to(device) for k, v in t.items()} for t in targets]
 
 
-@torch.no_grad()
-def predict_split(
-    predict_fn,
-    split,
-    indices,
-    batch_size: int,
-    device: torch.device,
-    progress: bool = False,
-    desc: str = "predict",
-):
-    """Run ``predict_fn(images) -> list[dict]`` over whole images; returns (predictions, targets) on CPU."""
-    preds, targets = [], []
-    n_batches = math.ceil(len(indices) / batch_size)
-    for _, images, tgts in tqdm(
-        eval_batches(split, indices, batch_size),
-        total=n_batches,
-        desc=desc,
-        disable=not progress,
-        leave=False,
-    ):
-        out = predict_fn(images.to(device))
-        preds.extend(
-            {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in p.items() if k != "seg"}
-            for p in out
-        )
-        targets.extend(tgts)
-    return preds, targets
-
-
 class Trainer:
     """Trains one model per :class:`TrainConfig`; writes everything under ``out_dir``.
 
     Args:
         cfg: the configuration. model: built (and seeded) by the caller.
-        train_split / val_split: splits (see :mod:`retina_unet.training.data`).
+        train_split / val_split: splits (see :mod:`retina_unet.data.batches`).
         train_indices: the training subset. num_classes: foreground classes.
         out_dir: run directory (see :mod:`retina_unet.training.checkpoint`).
         progress: show tqdm bars with the running losses.
@@ -163,17 +118,28 @@ class Trainer:
     def try_resume(self) -> bool:
         """Restore ``out_dir/last.pt`` if present. Returns True when resumed.
 
-        The saved config must equal ``cfg`` except for :data:`RESUME_MAY_CHANGE` fields.
+        The saved config must equal ``cfg`` except for the fields with the ``"resume_may_change"``
+        role (``retina_unet.training.config``). A damaged ``last.pt`` is a one-line
+        :class:`CheckpointError` that names it and says how to start over.
         """
         path = self.out_dir / LAST
         if not path.is_file():
             return False
-        ck = load_checkpoint(path, map_location="cpu")  # RNG states must stay CPU tensors
+        try:
+            ck = load_checkpoint(path, map_location="cpu")  # RNG states must stay CPU tensors
+            if not isinstance(ck, dict) or not {"config", "model", "optimizer", "sampler"} <= set(ck):
+                raise CheckpointError(f"checkpoint: {path} is not a resume state (no model/optimizer/sampler)")
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; cannot resume the run in {self.out_dir}: start over with --no-resume "
+                f"(train_and_evaluate(resume=False)) or delete {path}"
+            ) from exc
+        may_change = set(fields_with_role(self.cfg, "resume_may_change"))
         now = self.cfg.to_dict()
         diff = {
             k: (ck["config"].get(k), v)
             for k, v in now.items()
-            if ck["config"].get(k) != v and k not in RESUME_MAY_CHANGE
+            if ck["config"].get(k) != v and k not in may_change
         }
         if diff:
             raise ValueError(
@@ -187,7 +153,7 @@ class Trainer:
         if ck.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
         self.epoch, self.history, self.top_k = ck["epoch"], ck["history"], ck["top_k"]
-        self.meta["config"] = now  # test-time settings may have changed (RESUME_MAY_CHANGE)
+        self.meta["config"] = now  # test-time settings may have changed ("resume_may_change" fields)
         return True
 
     # --- loop ------------------------------------------------------------------------------------
@@ -285,9 +251,11 @@ class Trainer:
         """Validation mAP of the current weights (no TTA) on the fixed validation subset."""
         self.model.eval()
         with self._autocast():
-            preds, targets = predict_split(
-                self.model.predict, self.val_split, self.val_indices, self.cfg.val_batch_size, self.device
+            preds = predict_images(
+                self.model.predict, SplitImages(self.val_split, self.val_indices), self.cfg.val_batch_size,
+                self.device,
             )
+        targets = split_targets(self.val_split, self.val_indices)
         self.model.train()
         res = evaluate_detections(
             preds, targets, self.num_classes, self.cfg.iou_threshold, self.cfg.score_threshold

@@ -1,6 +1,6 @@
 """Float64 pure-PyTorch greedy NMS: the test oracle for ``retina_unet.ops.nms`` / ``batched_nms``.
 
-Written as the definition reads (../shared/spec/ops.md), not for speed: candidates in order of score
+Written as the definition reads (docs/conventions.md, "NMS"), not for speed: candidates in order of score
 descending (ties: lower index first); a candidate is kept iff no kept box of its group has IoU >
 ``iou_threshold`` with it; stop after ``max_output`` kept boxes.
 """

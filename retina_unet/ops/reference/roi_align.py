@@ -1,6 +1,6 @@
 """Pure-PyTorch RoIAlign: the float64 oracle, and a ``grid_sample`` formulation for comparison.
 
-Both follow ``retina_unet.ops.roi_align``'s semantics (../shared/spec/ops.md; torchvision's rules per
+Both follow ``retina_unet.ops.roi_align``'s semantics (docs/conventions.md, "RoIAlign"; torchvision's rules per
 axis, 2D and 3D). Rois ``Tensor[K, 1 + 2*D]`` = (batch_index, lo_0.., hi_0..), array-axis order.
 """
 

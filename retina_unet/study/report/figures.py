@@ -82,13 +82,13 @@ def predict_examples(study_root: Path, envelope: dict[str, Any], n: int) -> tupl
     import torch
 
     import toy_data
-    from retina_unet.training import load_models
+    from retina_unet.rundir import RunDir
 
     run_dir = study_root / envelope["artifacts"] / "out"
     dataset_path = Path(envelope["result"]["dataset"])
     if not dataset_path.is_absolute():
         dataset_path = Path.cwd() / dataset_path
-    _, models, _ = load_models(run_dir, ensemble=False, device="cpu")
+    models = RunDir(run_dir).load_models(ensemble=False, device="cpu").models
     test = toy_data.load_dataset(dataset_path, verify=False).split("test")
     images = np.asarray(test.images[:n], dtype=np.float32)
     x = torch.from_numpy(np.array(images if images.ndim == 4 else images[:, None]))  # a writable copy

@@ -1,7 +1,7 @@
 """``overlays RUN_DIR``: the best and worst cases of a trained run on its toy test set.
 
 Predicts the first ``images`` images of the run's toy ``split`` with the ``evaluate`` test-time
-set-up (:func:`retina_unet.predict.pipeline.make_predictor`), scores every case
+set-up (:func:`retina_unet.inference.predictor_for_config`), scores every case
 (:mod:`retina_unet.visualize.ranking`) and writes, into ``out`` (atomically):
 
 - ``best_worst.png``: the ``n`` best cases (top row) and ``n`` worst (bottom row);
@@ -19,25 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
+from retina_unet.data import DEFAULT_DATA_ROOT, SplitImages, ensure_dataset, image_objects
+from retina_unet.environment import resolve_device
 from retina_unet.evaluation import evaluate_detections
-from retina_unet.predict.loading import load_for_prediction
-from retina_unet.predict.pipeline import make_predictor, run_predictor
-from retina_unet.training.engine import resolve_device
+from retina_unet.inference import predictor_for_config
+from retina_unet.predict.pipeline import run_predictor
+from retina_unet.rundir import load_run_models
 from retina_unet.visualize.overlays import draw_case
 from retina_unet.visualize.ranking import case_score, draw_best_worst, rank_cases
-
-
-class _SplitImages:
-    """Lazy ``(1, *S)`` float32 images ``indices`` of a toy split."""
-
-    def __init__(self, split, indices):
-        self.split, self.indices = split, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int) -> np.ndarray:
-        return np.asarray(self.split.images[self.indices[k]], dtype=np.float32)[None]
 
 
 def run_overlays(
@@ -61,23 +50,20 @@ def run_overlays(
     Returns:
         A summary: ``mAP``, ``n_images``, ``best`` / ``worst`` (index, score) and ``out``.
     """
-    from retina_unet.training.data import image_objects
-    from retina_unet.training.run import DEFAULT_DATA_ROOT, ensure_dataset
-
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"--n: expected an integer >= 1, got {n!r}")
     if images is not None and (not isinstance(images, int) or images < 1):
         raise ValueError(f"--images: expected an integer >= 1, got {images!r}")
     check_output_dir(out, overwrite)
-    loaded = load_for_prediction(checkpoint)
+    loaded = load_run_models(checkpoint)
     cfg, d = loaded.cfg, loaded.spatial_dims
     dev = resolve_device(device or cfg.device)
     loaded.models = [m.to(dev) for m in loaded.models]
-    predictor = make_predictor(loaded, tta)
+    predictor = predictor_for_config(loaded.cfg, loaded.models, tta)
     sp = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT).split(split)
     count = len(sp.images) if images is None else min(images, len(sp.images))
     preds = run_predictor(
-        predictor, _SplitImages(sp, range(count)), cfg.val_batch_size, dev, progress=progress
+        predictor, SplitImages(sp, range(count)), cfg.val_batch_size, dev, progress=progress
     )
     targets = []
     for i in range(count):
@@ -92,7 +78,7 @@ def run_overlays(
     chosen = [c.index for c in best + worst]
     segs = None  # a second pass over the shown cases only, for their segmentation
     if getattr(loaded.models[0], "has_segmentation", False):
-        segs = run_predictor(predictor, _SplitImages(sp, chosen), cfg.val_batch_size, dev, keep_seg=True)
+        segs = run_predictor(predictor, SplitImages(sp, chosen), cfg.val_batch_size, dev, keep_seg=True)
     width = max(4, len(str(count - 1)))
     name = lambda i: f"{split}_{i:0{width}d}"  # noqa: E731  same names as `export-toy`
     cases = {

@@ -1,4 +1,5 @@
-"""What a result was produced with: git commit, library versions, host, compiled-ops build."""
+"""Where and with what code a result was produced (git commit, library versions, host, compiled-ops
+build), and which device a run uses. The one ``git_commit`` of the project."""
 
 from __future__ import annotations
 
@@ -13,19 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 
 
 @functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """HEAD of the repository holding this package, with "-dirty" when tracked files changed; None outside git."""
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """HEAD of the repository at ``cwd`` (default: the one holding this package), with "-dirty" when
+    tracked files changed; None outside git."""
+    cwd = _REPO if cwd is None else cwd
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10, check=True
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_REPO,
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=10,
@@ -33,6 +36,13 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or None) -> cuda when available, else cpu; any other name as ``torch.device``."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def environment() -> dict:

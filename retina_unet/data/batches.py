@@ -1,4 +1,5 @@
-"""Training data: seeded nested subsets, class-balanced batches, patch crops; input checks.
+"""Batches from toy splits: seeded nested subsets, class-balanced training batches, patch crops,
+lazy whole images for inference, the objects of an image; input checks.
 
 Every random draw comes from an explicit generator: :func:`subset_indices` uses
 ``numpy.random.default_rng(seed)`` (stable across library versions), :class:`BatchSampler` a
@@ -201,16 +202,25 @@ def crop_boxes(boxes: np.ndarray, labels: np.ndarray, start: np.ndarray, patch: 
     return b[keep], labels[keep]
 
 
-def eval_batches(split, indices: Sequence[int], batch_size: int):
-    """Whole images for inference: yields ``(idx list, images (B, 1, *S), targets)``."""
-    indices = list(int(i) for i in indices)
-    for s in range(0, len(indices), batch_size):
-        ids = indices[s : s + batch_size]
-        images = torch.from_numpy(np.stack([np.array(split.images[i], dtype=np.float32) for i in ids]))[
-            :, None
-        ]
-        targets = []
-        for i in ids:
-            b, lab = image_objects(split, i)
-            targets.append({"boxes": torch.from_numpy(b), "labels": torch.from_numpy(lab)})
-        yield ids, images, targets
+class SplitImages:
+    """Lazy ``(1, *S)`` float32 images ``indices`` of a split (a sequence for
+    :func:`retina_unet.inference.predict_images`)."""
+
+    def __init__(self, split, indices: Sequence[int] | None = None):
+        self.split = split
+        self.indices = list(range(len(split.images))) if indices is None else [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return np.array(self.split.images[self.indices[k]], dtype=np.float32)[None]
+
+
+def split_targets(split, indices: Sequence[int]) -> list[dict]:
+    """Ground truth of images ``indices``: ``{"boxes" (k, 2*D) float32, "labels" (k,) int64}`` tensors."""
+    out = []
+    for i in indices:
+        b, lab = image_objects(split, int(i))
+        out.append({"boxes": torch.from_numpy(b), "labels": torch.from_numpy(lab)})
+    return out
