@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from retina_unet.data import BatchSampler, InputError, check_inputs, subset_indices
 from retina_unet.training import (
-    BatchSampler,
-    InputError,
     TrainConfig,
     Trainer,
-    check_inputs,
     learning_rate,
     load_checkpoint,
     parse_override,
     preset,
     save_checkpoint,
-    subset_indices,
 )
 
 

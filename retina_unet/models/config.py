@@ -92,7 +92,6 @@ class ModelConfig:
     box_pool_size: tuple[int, ...] = (7, 7)  # (3, 7, 7) in 3D (axis 0 = slices)
     mask_pool_size: tuple[int, ...] = (14, 14)  # (5, 14, 14) in 3D; masks are twice that
     fc_channels: int = 1024  # box head width
-    mask_loss: bool = True  # False = Faster R-CNN+
 
     # --- DetU-Net ---------------------------------------------------------------------------------
     detunet_max_components: int = 5  # largest connected components kept per class and image
