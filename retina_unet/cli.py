@@ -27,10 +27,10 @@ def _add_train(sub) -> None:
         description=f"Models: {', '.join(MODEL_NAMES)}. Tasks: {', '.join(toy_data.TASKS)}. "
         f"Presets: {', '.join(PRESETS)}.",
     )
-    p.add_argument("--preset", default="cpu", choices=PRESETS, help=f"{' | '.join(PRESETS)} (default: cpu)")
-    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="MODEL",
+    p.add_argument("--preset", default="cpu", help=f"{' | '.join(PRESETS)} (default: cpu)")
+    p.add_argument("--model", default=None, metavar="MODEL",
                    help=f"{' | '.join(MODEL_NAMES)} (default: the preset's, retina_unet)")
-    p.add_argument("--task", default=None, choices=toy_data.TASKS, metavar="TASK",
+    p.add_argument("--task", default=None, metavar="TASK",
                    help=f"{' | '.join(toy_data.TASKS)} (default: donuts_shape)")
     p.add_argument("--dim", type=int, default=2, choices=(2, 3), help="spatial dimensions")
     p.add_argument("--n-train", type=int, default=None, help="training set size (nested subset per seed)")

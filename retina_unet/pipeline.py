@@ -30,6 +30,7 @@ from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images, predictor_for_config
 from retina_unet.rundir import (
     PREDICTIONS_FILE,
+    CheckpointError,
     LoadedModels,
     RunDir,
     inference_settings,
@@ -83,7 +84,12 @@ def train_and_evaluate(
     run.check_train_target()
     if not resume and run.is_run():
         run.clear()
-    if resume and not re_evaluate and run.is_finished():
+    try:
+        finished = resume and not re_evaluate and run.is_finished()
+    except CheckpointError as exc:  # the same advice as the Trainer's resume
+        raise CheckpointError(f"{exc}; cannot resume the run in {run.path}: start over with --no-resume "
+                              f"(train_and_evaluate(resume=False)) or delete {run.last_path}") from exc
+    if finished:
         done, _ = run.last()
         _check_same_run(cfg, done["config"], run)
         result = run.result()

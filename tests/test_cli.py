@@ -75,6 +75,43 @@ def test_train_then_evaluate(tmp_path, tiny_models, capsys):
     assert cli.main(["evaluate", "--checkpoint", str(ep), "--data-root", str(data), "--n", "3"]) == 0
 
 
+def test_finished_run_left_untouched_evaluate_reuses_no_resume_starts_over(tmp_path, tiny_models, capsys):
+    pytest.importorskip("toy_data")
+    out, data = tmp_path / "run", tmp_path / "data"
+    train = ["train", "--preset", "smoke", "--n-train", "8", "--out", str(out), "--data-root", str(data), "--quiet",
+             "--set", "epochs=1", "--set", "device=cpu"]
+    assert cli.main(train) == 0
+    res = json.loads((out / "result.json").read_text())
+    capsys.readouterr()
+    stamps = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    # 1. a finished run is left untouched, and train says where its result is
+    assert cli.main(train) == 0
+    said = capsys.readouterr().out
+    assert "left untouched" in said and str(out / "result.json") in said and "--re-evaluate" in said
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == stamps
+    # 2. evaluate (without --metrics-out) reuses the stored predictions, and agrees with result.json
+    assert cli.main(["evaluate", str(out), "--data-root", str(data), "--out", str(tmp_path / "e.json")]) == 0
+    assert "stored predictions" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["mAP"] == pytest.approx(res["mAP"])
+    assert cli.main(["evaluate", str(out), "--data-root", str(data), "--set", "merge=nms"]) == 0
+    assert "predicted (inference settings differ" in capsys.readouterr().out
+    # 3. --re-evaluate tests the finished run again
+    assert cli.main([*train, "--re-evaluate"]) == 0
+    assert json.loads((out / "result.json").read_text())["resumed"] is True
+    # 4. --no-resume starts over: a fresh run, not a resumed one
+    (out / "epoch_999.pt").touch()  # a stale kept epoch of the old run is deleted too
+    assert cli.main([*train, "--no-resume"]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["resumed"] is False and not (out / "epoch_999.pt").exists() and again["mAP"] == res["mAP"]
+    # 5. a truncated last.pt: one line naming it and saying how to start over
+    data_bytes = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data_bytes[: len(data_bytes) // 3])
+    capsys.readouterr()
+    assert cli.main([*train[:-4], "--set", "epochs=2", "--set", "device=cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(out / "last.pt") in err and "--no-resume" in err, err
+
+
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert cli.main(["train", "--preset", "gpu", "--out", str(tmp_path / "x")]) == 2
     assert "unknown preset" in capsys.readouterr().err
