@@ -242,3 +242,27 @@ def test_train_help_lists_the_model_names(capsys):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(m in text for m in MODEL_NAMES) and all(p in text for p in PRESETS)
+
+
+# --- the one predict loop ------------------------------------------------------------------------------
+def test_predict_images_batches_equal_shapes_in_order_and_keeps_seg_only_when_asked():
+    import numpy as np
+
+    from retina_unet.inference import predict_images, shape_batches
+
+    assert shape_batches([(1, 4, 4)] * 5, 2) == [[0, 1], [2, 3], [4]]
+    assert shape_batches([(1, 4, 4), (1, 4, 4), (1, 6, 4), (1, 4, 4)], 8) == [[0, 1], [2], [3]]
+    images = [np.full((1, 4, 4), i, np.float32) for i in range(3)] + [np.zeros((1, 6, 4), np.float32)]
+    calls, seen = [], []
+
+    def predict_fn(batch):
+        calls.append(tuple(batch.shape))
+        return [{"boxes": torch.zeros(0, 4), "scores": batch[i].mean().reshape(1), "labels": torch.ones(1),
+                 "seg": batch[i]} for i in range(batch.shape[0])]
+
+    out = predict_images(predict_fn, images, 2, "cpu", on_batch=lambda ids, preds: seen.append(
+        (ids, all("seg" in p for p in preds))))
+    assert calls == [(2, 1, 4, 4), (1, 1, 4, 4), (1, 1, 6, 4)]
+    assert [float(p["scores"]) for p in out] == [0.0, 1.0, 2.0, 0.0] and all("seg" not in p for p in out)
+    assert seen == [([0, 1], True), ([2], True), ([3], True)]
+    assert all("seg" in p for p in predict_images(predict_fn, images, 2, "cpu", keep_seg=True))
