@@ -22,6 +22,15 @@ def _panels(image: np.ndarray, mask: np.ndarray, box: np.ndarray) -> list[tuple[
     return [(f"slice {z}", image[z], mask[z]), ("max proj.", image.max(axis=0), mask.max(axis=0))]
 
 
+def preview_path(out: str | os.PathLike, spec, split: str) -> Path:
+    """The PNG actually written for ``--out``: an existing folder gets ``<task>_<dim>d_<split>.png``
+    inside it, a name without a suffix gets ``.png`` appended (what matplotlib would do silently)."""
+    out = Path(out)
+    if out.is_dir():
+        return out / f"{spec.task}_{spec.dim}d_{split}.png"
+    return out if out.suffix else out.with_name(out.name + ".png")
+
+
 def write_preview(
     dataset_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -79,8 +88,8 @@ def write_preview(
         fontsize=8,
     )
     fig.tight_layout()
-    out = Path(out)
+    out = preview_path(out, spec, split)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, format="png")
     plt.close(fig)
     return out
