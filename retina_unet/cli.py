@@ -129,7 +129,7 @@ def cmd_evaluate(args) -> int:
         models = [model.eval()]
     device = resolve_device(cfg.device)
     models = [m.to(device) for m in models]
-    dataset = ensure_dataset(cfg, args.data_root or DEFAULT_DATA_ROOT)
+    dataset = ensure_dataset(cfg, args.data_root or DEFAULT_DATA_ROOT, splits=(args.split,))
     res = evaluate_models(cfg, models, dataset.split(args.split), device, progress=True, n=args.n)
     res = json.loads(json.dumps(res, default=str))
     if args.out:

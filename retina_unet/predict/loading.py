@@ -32,6 +32,8 @@ class LoadedModels:
 
     Attributes:
         cfg: the run's :class:`TrainConfig` (test-time settings: ``tta``, ``merge``, ...).
+        intensity_range: (low, high) input intensities of training (checkpoint key
+            ``intensity_range``; older checkpoints: derived from the config's toy task).
         models: detectors in eval mode on ``device``, best epoch first.
         files: the checkpoint files the models came from.
         source: the path given (run directory or file).
@@ -41,6 +43,7 @@ class LoadedModels:
     models: list[torch.nn.Module]
     files: list[Path]
     source: Path
+    intensity_range: tuple[float, float] | None = None  # what the models trained on (None: unknown)
 
     @property
     def spatial_dims(self) -> int:
@@ -101,6 +104,20 @@ def read_checkpoint(path: str | Path) -> tuple[dict, TrainConfig]:
     return ck, cfg
 
 
+def intensity_range_of(ck: dict, cfg: TrainConfig) -> tuple[float, float] | None:
+    """The training intensity range a checkpoint records, else the one its config's toy task implies
+    (checkpoints written before the key existed), else None."""
+    rec = ck.get("intensity_range")
+    if isinstance(rec, (list, tuple)) and len(rec) == 2 and all(isinstance(v, (int, float)) for v in rec):
+        return float(rec[0]), float(rec[1])
+    try:
+        from retina_unet.training.data import training_intensity_range
+
+        return training_intensity_range(cfg)
+    except (ImportError, ValueError, TypeError):
+        return None
+
+
 def load_for_prediction(path: str | Path, device: str | torch.device = "cpu") -> LoadedModels:
     """The models ``predict`` runs for ``path``.
 
@@ -140,7 +157,7 @@ def load_for_prediction(path: str | Path, device: str | torch.device = "cpu") ->
             raise CheckpointError(
                 f"checkpoint: the weights in {path} do not fit its {cfg.model} config: {exc}"
             ) from exc
-        return LoadedModels(cfg, models, files, path)
+        return LoadedModels(cfg, models, files, path, intensity_range_of(ck, cfg))
     ck, cfg = read_checkpoint(path)
     model = build_from_config(cfg, num_classes=int(ck.get("num_classes", 2)))
     try:
@@ -149,4 +166,4 @@ def load_for_prediction(path: str | Path, device: str | torch.device = "cpu") ->
         raise CheckpointError(
             f"checkpoint: the weights in {path} do not fit its {cfg.model} config: {exc}"
         ) from exc
-    return LoadedModels(cfg, [model.to(device).eval()], [path], path)
+    return LoadedModels(cfg, [model.to(device).eval()], [path], path, intensity_range_of(ck, cfg))

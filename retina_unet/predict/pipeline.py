@@ -29,7 +29,7 @@ from retina_unet.predict.detections import (
     json_document,
     json_text,
 )
-from retina_unet.predict.inputs import read_ground_truth, scan_inputs
+from retina_unet.predict.inputs import check_intensities, read_ground_truth, scan_inputs
 from retina_unet.predict.loading import LoadedModels, load_for_prediction
 from retina_unet.training.engine import resolve_device
 from retina_unet.training.run import make_predictor as predictor_for_config
@@ -107,6 +107,7 @@ def predict_folder(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    intensity_scale: float = 1.0,
 ) -> dict:
     """Run ``checkpoint`` on every ``.npy`` in ``input_dir``; write the results into ``out``.
 
@@ -119,6 +120,8 @@ def predict_folder(
     Args:
         score_threshold: keep boxes with score > this (None: the run's ``score_threshold``, 0.1).
         tta: mirroring TTA on / off (None: the run's setting). device: None = the run's.
+        intensity_scale: multiplies every input before the intensity check and prediction (e.g.
+            1/255 for 8-bit images of a toy model; see :func:`retina_unet.predict.inputs.check_intensities`).
 
     Returns:
         A summary dict (counts, paths, settings, and the evaluation when there is ground truth).
@@ -127,11 +130,14 @@ def predict_folder(
     get_convention(convention)  # a bad name fails before anything is loaded
     if score_threshold is not None and not math.isfinite(score_threshold):
         raise ValueError(f"--score-threshold: expected a finite number, got {score_threshold!r}")
+    if not (math.isfinite(intensity_scale) and intensity_scale > 0):
+        raise ValueError(f"--intensity-scale: expected a finite number > 0, got {intensity_scale!r}")
     check_output_dir(out, overwrite)
     loaded = load_for_prediction(checkpoint)
     cfg = loaded.cfg
     conv = get_convention(convention, loaded.spatial_dims)
-    items = scan_inputs(input_dir, loaded.spatial_dims, loaded.in_channels)
+    items = scan_inputs(input_dir, loaded.spatial_dims, loaded.in_channels, intensity_scale)
+    check_intensities(items, loaded.intensity_range)
     gt = read_ground_truth(input_dir, items, loaded.spatial_dims)
     threshold = cfg.score_threshold if score_threshold is None else float(score_threshold)
     dev = resolve_device(device or cfg.device)
@@ -151,6 +157,8 @@ def predict_folder(
             "score_threshold": threshold,
             "batch_size": cfg.val_batch_size,
             "device": str(dev),
+            "intensity_scale": intensity_scale,
+            "intensity_range": None if loaded.intensity_range is None else list(loaded.intensity_range),
         },
     }
     with atomic_dir(out, overwrite) as tmp:

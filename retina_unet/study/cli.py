@@ -64,8 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(definition, out)
     command = getattr(args, "command_line", None) or " ".join(
         ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
-    summary = run_study(definition, out, backend=backend, data_root=args.data_root, progress=not args.no_progress,
-                        max_runs=args.max_runs, command=command)
+    try:
+        summary = run_study(definition, out, backend=backend, data_root=args.data_root,
+                            progress=not args.no_progress, max_runs=args.max_runs, command=command)
+    except KeyboardInterrupt:
+        print(f"\n[study] interrupted: finished runs are kept in {out}/runs (each result is written whole); "
+              f"rerun the same command to resume (unfinished runs continue from their last epoch)",
+              file=sys.stderr)
+        return 130
     print(f"[study] {len(summary.done)} run(s) done, {len(summary.failed)} failed, {summary.skipped} already "
           f"finished, {summary.total} in the study; {summary.wall_time_s:.0f} s", file=sys.stderr)
     if summary.failed:

@@ -151,7 +151,7 @@ def run_predictions(
 
     device = resolve_device(cfg.device)
     models = [m.to(device) for m in models]
-    data = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT).split(split)
+    data = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT, splits=(split,)).split(split)
     preds, targets, _ = predict_models(cfg, models, data, device, progress, n)
     if save and path.is_dir() and split == "test" and not (path / PREDICTIONS_FILE).exists():
         save_predictions(path / PREDICTIONS_FILE, preds, targets, cfg, models[0].num_classes, len(data.images),
