@@ -29,8 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from retina_unet.atomic_io import write_bytes_atomic
-
-from toy_data.palette import CLASS_COLOURS, GT_STYLE, MASK_COLOUR, OTHER_COLOUR, PRED_STYLE, class_colour, legend
+from toy_data.palette import (
+    CLASS_COLOURS,
+    GT_STYLE,
+    MASK_COLOUR,
+    OTHER_COLOUR,
+    PRED_STYLE,
+    class_colour,
+    legend,
+)
 
 DPI = 80
 PANEL_PX = 240  # the smallest panel; larger images get their own size
