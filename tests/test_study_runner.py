@@ -310,3 +310,14 @@ def test_progress_bar_count_never_runs_ahead_of_done(capsys):
         count = int(re.search(r"(\d+)/4", f).group(1))
         assert f"done {count} " in f, f
     assert "done 3 " in frames[-1] and "3/4" in frames[-1]
+
+
+def test_a_users_report_goes_under_the_study_folder_not_reports(tmp_path, monkeypatch, capsys):
+    """`study report` / `study run --report` never rewrite the committed reports/<name> by default."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "studies" / "t"
+    run(small(), out)
+    assert study_main(["report", "--out", str(out), "--examples", "0"]) == 0
+    assert (out / "report" / "README.md").is_file() and not (tmp_path / "reports").exists()
+    assert study_main(["report", "--out", str(out), "--report-dir", str(tmp_path / "reports" / "t")]) == 0
+    assert (tmp_path / "reports" / "t" / "README.md").is_file()  # the reference, only when asked
