@@ -118,6 +118,11 @@ def add_export_toy_subcommand(sub) -> None:
         "--data-root", default=None, help="toy dataset cache (default: $RETINA_UNET_DATA or data/cache)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument(
+        "--uint8",
+        action="store_true",
+        help="store 8-bit images (0..255 = 0..1.2 for the toys) to try `predict --intensity-scale`",
+    )
     p.set_defaults(func=cmd_export_toy)
 
 
@@ -129,7 +134,7 @@ def cmd_export_toy(args) -> int:
 
     path = Path(args.checkpoint)
     _, cfg = read_checkpoint(path / LAST if path.is_dir() else path)
-    out = export_toy_inputs(cfg, args.out, args.n, args.split, args.data_root, args.overwrite)
+    out = export_toy_inputs(cfg, args.out, args.n, args.split, args.data_root, args.overwrite, args.uint8)
     n = len(list(out.glob("*.npy")))
     print(f"wrote {n} {cfg.task} {cfg.spatial_dims}D {args.split} images and ground_truth.json to {out}")
     return 0

@@ -225,9 +225,15 @@ def export_toy_inputs(
     split: str = "test",
     data_root: str | Path | None = None,
     overwrite: bool = False,
+    uint8: bool = False,
 ) -> Path:
     """Write the first ``n`` images of the run's toy ``split`` as ``<split>_0000.npy``, ... (float32
     ``(*S)``) plus ``ground_truth.json`` (our box convention) into the folder ``out``, atomically.
+
+    ``uint8=True`` stores them as 8-bit images instead: ``round(x / high * 255)`` with ``high`` the
+    top of the training intensity range (1.2 for the toys), i.e. what a user's 8-bit export of the
+    same pixels looks like; ``predict --intensity-scale high/255`` maps them back (``ground_truth.json``
+    records ``intensity_scale``).
 
     Args:
         cfg: the run's :class:`~retina_unet.training.TrainConfig` (which task, dims, data seed).
@@ -241,6 +247,7 @@ def export_toy_inputs(
         raise ValueError(f"--n: expected an integer >= 1, got {n!r}")
     dataset = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT, splits=(split,))
     sp = dataset.split(split)
+    high = dataset.spec.intensity_range[1]
     n = min(n, len(sp.images))
     width = max(4, len(str(n - 1)))
     gt = {
@@ -250,12 +257,17 @@ def export_toy_inputs(
         "task": cfg.task,
         "split": split,
         "dataset": str(dataset.path),
+        "dtype": "uint8" if uint8 else "float32",
+        "intensity_scale": high / 255 if uint8 else 1.0,  # multiply the stored values by this
         "images": {},
     }
     with atomic_dir(out, overwrite) as tmp:
         for i in range(n):
             stem = f"{split}_{i:0{width}d}"
-            np.save(tmp / f"{stem}.npy", np.asarray(sp.images[i], dtype=np.float32))
+            image = np.asarray(sp.images[i], dtype=np.float32)
+            if uint8:
+                image = np.clip(np.rint(image / high * 255), 0, 255).astype(np.uint8)
+            np.save(tmp / f"{stem}.npy", image)
             boxes, labels = image_objects(sp, i)
             gt["images"][stem] = {"boxes": boxes.tolist(), "labels": labels.tolist(), "index": i}
         (tmp / GROUND_TRUTH).write_text(json.dumps(gt, indent=1) + "\n")
