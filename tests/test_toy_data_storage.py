@@ -97,9 +97,13 @@ def test_truncated_file_detected(copy):
     with open(f, "r+b") as fh:
         fh.truncate(size - 100)
     with pytest.raises(
-        DatasetError, match=rf"train/masks\.npy: size {size - 100} bytes, manifest says {size} \(truncated\)"
+        DatasetError,
+        match=rf"train/masks\.npy: size {size - 100} bytes, manifest says {size} \(truncated; regenerate the dataset",
     ):
         load_dataset(copy, verify=False)
+    load_dataset(copy, verify=False, splits=("val", "test"))  # readers of other splits are not stopped
+    with pytest.raises(ValueError, match="splits: expected names from"):
+        load_dataset(copy, splits=("tests",))
 
 
 def test_missing_file_detected(copy):
