@@ -43,7 +43,7 @@ DPI = 80
 PANEL_PX = 240  # the smallest panel; larger images get their own size
 LABEL_PX = 16
 HEADER_PX = 28
-FONT_PT = 7.5  # 10 px at 80 dpi: legible box labels and captions
+FONT_PT = 9  # 10 px at 80 dpi: legible box labels and captions
 PALETTE_COLOURS = 64
 SEG_COLOUR = MASK_COLOUR
 LEGEND = legend()
@@ -250,6 +250,7 @@ def _draw_panel(ax, panel: Panel) -> None:
             fontsize=FONT_PT,
             va="top" if kind == "gt" else "bottom",
             clip_on=True,
+            bbox={"facecolor": "black", "alpha": 0.7, "pad": 1, "linewidth": 0},  # readable over noise
         )
     lo0, lo1, hi0, hi1 = panel.window or (0, 0, *panel.image.shape)
     ax.set_xlim(lo1 - 0.5, hi1 - 0.5)
