@@ -10,7 +10,7 @@ LOCK := flock $(CURDIR)/build/.lock
 PRESET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: venv build study data preview test test-all bench bench-cpu profile gpu-check lint clean
+.PHONY: venv build study reference-report data preview test test-all bench profile gpu-check lint clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,26 +18,38 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install "numpy>=1.24" "scipy>=1.10" "seaborn>=0.13" "matplotlib>=3.7" "tqdm>=4.60" "pandas>=2.0" \
 	  "pytest>=8" "pytest-timeout>=2.3" "import-linter>=2.1" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
-	  "tensorboard>=2.14"
+	  "tensorboard>=2.14" "ruff>=0.6"
 	touch $@
 
 venv: $(VENV)/.deps
 
 # Compile retina_unet._C in place (incremental through ninja); CUDA sources too when torch is a
-# CUDA build and nvcc is found, or FORCE_CUDA=1.
+# CUDA build and nvcc is found, or FORCE_CUDA=1. Compiled once: the editable install that follows
+# (packages + console scripts) skips the extension (RETINA_UNET_SKIP_EXT=1) and uses this build.
 build: venv
 	@mkdir -p build
 	$(LOCK) $(PY) setup.py -q build_ext --inplace
-	@test -f $(VENV)/.editable || { $(LOCK) $(PIP) install --no-build-isolation --no-deps -e . && touch $(VENV)/.editable; }
+	@test -f $(VENV)/.editable || { RETINA_UNET_SKIP_EXT=1 $(LOCK) $(PIP) install --no-build-isolation --no-deps -e . && touch $(VENV)/.editable; }
 
+# All three 2D toy tasks (1000/500/1000 images each, 1.3 GB per task) into data/toy2d (git-ignored).
 data: build
 	$(PY) -m toy_data generate --dim 2 --out data/toy2d
-	$(PY) -m toy_data preview data/toy2d/donuts_shape --out data/toy2d/donuts_shape_preview.png
+	$(PY) -m toy_data preview data/toy2d/donuts_shape --out out/preview/donuts_shape_2d.png
+
+# A small donuts_shape dataset and its preview picture, in seconds: out/preview/donuts_shape_2d.png
+preview: venv
+	$(PY) -m toy_data generate --task donuts_shape --dim 2 --n-train 16 --n-val 4 --n-test 4 --quiet \
+	  --out data/preview/donuts_shape_2d
+	$(PY) -m toy_data preview data/preview/donuts_shape_2d --out out/preview/donuts_shape_2d.png
 
 # The main job: the toy scaling study (PRESET=quick by default; smoke | quick | paper), resumable,
-# results under studies/$(PRESET), report under reports/$(PRESET).
+# results and report under studies/$(PRESET) (git-ignored): a user's study never rewrites tracked files.
 study: build
 	$(PY) -m retina_unet.study run --preset $(PRESET) --report
+
+# Regenerate the committed reference report reports/$(PRESET) from studies/$(PRESET), on purpose only.
+reference-report: build
+	$(PY) -m retina_unet.study report --out studies/$(PRESET) --report-dir reports/$(PRESET)
 
 test: build
 	$(VENV)/bin/lint-imports

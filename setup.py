@@ -88,8 +88,14 @@ def _extension():
     )
 
 
+# RETINA_UNET_SKIP_EXT=1: register the packages (editable install, console scripts) without compiling;
+# `make build` compiles once with `build_ext --inplace` and then installs this way (not a second build).
+_SKIP_EXT = os.environ.get("RETINA_UNET_SKIP_EXT", "").strip() == "1"
+if _SKIP_EXT:
+    _log("RETINA_UNET_SKIP_EXT=1: not compiling retina_unet._C (use the in-place build)")
+
 setup(
     packages=find_packages(include=["retina_unet*", "toy_data*", "benchmarks*", "reports*"]),
-    ext_modules=[_extension()],
+    ext_modules=[] if _SKIP_EXT else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -88,6 +88,19 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cuda_missing(report: dict) -> list[str]:
+    """What keeps CUDA kernels from running here, each named exactly (the device, the kernels, or both)."""
+    out = []
+    if not report["cuda_available"]:
+        out.append("a CUDA device (none visible to torch)")
+    ext = report["extension"]
+    if not ext["built"]:
+        out.append("the compiled extension retina_unet._C (not built)")
+    elif not ext["with_cuda"]:
+        out.append("CUDA kernels in retina_unet._C (it was built with the C++ CPU kernels only)")
+    return out
+
+
 def add_doctor_subcommand(sub) -> None:
     p = sub.add_parser("doctor", help="report versions, the compiled extension and the backend each op uses")
     p.add_argument("--require-cuda", action="store_true", help="exit 1 unless CUDA kernels can run here")
@@ -102,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     missing = []
     if args.require_kernels and not report["extension"]["built"]:
         missing.append("the compiled extension retina_unet._C")
-    if args.require_cuda and not (report["cuda_available"] and report["extension"]["with_cuda"]):
-        missing.append("a CUDA device and CUDA kernels in retina_unet._C")
+    if args.require_cuda:
+        missing += cuda_missing(report)
     for m in missing:
         print(f"doctor: missing: {m}", file=sys.stderr)
     return 1 if missing else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -45,6 +46,19 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else ``platform.processor()``: seeded runs are
+    bit-reproducible on the same CPU and software, not across CPUs, so results name it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
     """JSON-ready description of the software and machine (for checkpoints and results)."""
     from retina_unet import __version__, build_info
@@ -61,6 +75,8 @@ def environment() -> dict:
         "numpy": np.__version__,
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "build_info": dataclasses.asdict(build_info()),
     }

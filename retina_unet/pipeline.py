@@ -38,7 +38,7 @@ from retina_unet.rundir import (
     save_predictions,
     why_not_reusable,
 )
-from retina_unet.training import Trainer, TrainConfig
+from retina_unet.training import TrainConfig, Trainer
 from retina_unet.training.model import build_from_config
 
 
@@ -206,7 +206,7 @@ def run_predictions(
     cfg = loaded.cfg
     device = resolve_device(cfg.device)
     loaded.to(device)
-    data = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT).split(split)
+    data = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT, splits=(split,)).split(split)
     preds, targets, n_members = predict_loaded(loaded, data, device, progress, n)
     if save and path.is_dir() and split == "test" and not (path / PREDICTIONS_FILE).exists():
         save_predictions(path / PREDICTIONS_FILE, preds, targets, cfg, loaded.num_classes, len(data.images),

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from retina_unet.data import training_intensity_range
 from retina_unet.models import MODEL_NAMES
 from retina_unet.training.checkpoint import LAST, CheckpointError, load_checkpoint, save_checkpoint
 from retina_unet.training.config import TrainConfig, fields_with_role
@@ -62,6 +63,7 @@ __all__ = [
     "LoadedModels",
     "RunDir",
     "inference_settings",
+    "intensity_range_of",
     "load_predictions",
     "load_run_models",
     "read_checkpoint",
@@ -105,6 +107,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict, TrainConfig]:
     return ck, cfg
 
 
+def intensity_range_of(ck: dict, cfg: TrainConfig) -> tuple[float, float] | None:
+    """The training intensity range a checkpoint records, else the one its config's toy task implies
+    (checkpoints written before the key existed), else None."""
+    rec = ck.get("intensity_range")
+    if isinstance(rec, (list, tuple)) and len(rec) == 2 and all(isinstance(v, (int, float)) for v in rec):
+        return float(rec[0]), float(rec[1])
+    try:
+        return training_intensity_range(cfg)
+    except (ImportError, ValueError, TypeError):
+        return None
+
+
 def _model_from(path: Path, ck: dict, cfg: TrainConfig, device) -> torch.nn.Module:
     model = build_from_config(cfg, num_classes=ck["num_classes"])
     try:
@@ -125,6 +139,9 @@ class LoadedModels:
         files: the checkpoint files the models came from.
         members: their epochs (best first); ``[-1]`` for a file without an epoch.
         source: the path given (run directory or file).
+        intensity_range: (low, high) input intensities of training (checkpoint key
+            ``intensity_range``; older checkpoints: derived from the config's toy task; None: unknown),
+            the input contract ``predict`` checks.
     """
 
     cfg: TrainConfig
@@ -132,6 +149,7 @@ class LoadedModels:
     files: list[Path]
     members: list[int]
     source: Path
+    intensity_range: tuple[float, float] | None = None
 
     @property
     def spatial_dims(self) -> int:
@@ -239,7 +257,7 @@ class RunDir:
         cfg, _ = self.kept_epochs()
         cfg = cfg.replace(**(overrides or {}))
         entries = self.kept_epochs(cfg.ensemble_top_k if ensemble is None else ensemble)[1]
-        models, files = [], []
+        models, files, intensity = [], [], None
         for e in entries:
             f = self.path / e["path"]
             ck, member_cfg = read_checkpoint(f)
@@ -248,7 +266,8 @@ class RunDir:
                                       f"says {cfg.model}")
             models.append(_model_from(f, ck, cfg, device))
             files.append(f)
-        return LoadedModels(cfg, models, files, [int(e["epoch"]) for e in entries], self.path)
+            intensity = intensity or intensity_range_of(ck, cfg)  # every checkpoint of a run records it
+        return LoadedModels(cfg, models, files, [int(e["epoch"]) for e in entries], self.path, intensity)
 
     def stored_predictions(self) -> dict | None:
         """``test_predictions.pt`` read and checked, or None when the run has none."""
@@ -264,7 +283,8 @@ def load_run_models(path: str | Path, device="cpu", overrides: dict | None = Non
         return RunDir(path).load_models(device=device, overrides=overrides)
     ck, cfg = read_checkpoint(path)
     cfg = cfg.replace(**(overrides or {}))
-    return LoadedModels(cfg, [_model_from(path, ck, cfg, device)], [path], [int(ck.get("epoch", -1))], path)
+    return LoadedModels(cfg, [_model_from(path, ck, cfg, device)], [path], [int(ck.get("epoch", -1))], path,
+                        intensity_range_of(ck, cfg))
 
 
 def run_config(path: str | Path) -> TrainConfig:

@@ -53,3 +53,18 @@ def test_arch_runs_on(built, gpu, runs):
     from retina_unet.doctor import arch_runs_on
 
     assert arch_runs_on(built, gpu) is runs
+
+
+@pytest.mark.parametrize("cuda_available,built,with_cuda,expected", [
+    (False, True, True, ["a CUDA device (none visible to torch)"]),
+    (True, True, False, ["CUDA kernels in retina_unet._C (it was built with the C++ CPU kernels only)"]),
+    (False, False, False, ["a CUDA device (none visible to torch)",
+                           "the compiled extension retina_unet._C (not built)"]),
+    (True, True, True, []),
+])
+def test_require_cuda_names_only_what_is_missing(cuda_available, built, with_cuda, expected):
+    """Kernels that are built are never reported missing (the line under "CUDA kernels: yes")."""
+    from retina_unet.doctor import cuda_missing
+
+    report = {"cuda_available": cuda_available, "extension": {"built": built, "with_cuda": with_cuda}}
+    assert cuda_missing(report) == expected

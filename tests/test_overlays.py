@@ -145,3 +145,33 @@ def test_best_worst_grid_size(tmp_path, dim):
     p = draw_best_worst(tmp_path / "g.png", cases[:2], cases[2:], dim, title="grid")
     per_case = 1 if dim == 2 else 2
     assert _size(p) == figure_size_px(2, 2 * per_case, title=True)
+
+
+def test_overlays_are_never_smaller_than_the_input(tmp_path):
+    """A 320 x 320 input gets a 320 px panel (one figure pixel per image pixel), not a 240 px one."""
+    img = RNG.random((320, 300)).astype(np.float32)
+    gt = {"boxes": np.array([[100.0, 100, 140, 140]]), "labels": np.array([2])}
+    p = draw_case(img, tmp_path / "big.png", 2, gt=gt, pred=PRED2, title="big")
+    assert _size(p) == figure_size_px(1, 1, title=False, panel_px=320) == (320, 336)
+    vol = RNG.random((8, 300, 280)).astype(np.float32)
+    p = draw_case(vol, tmp_path / "vol.png", 3, gt={"boxes": np.array([[1.0, 10, 10, 5, 50, 50]]),
+                                                     "labels": np.array([1])}, title="vol")
+    assert _size(p) == figure_size_px(1, 2, title=True, panel_px=300)
+
+
+def test_one_palette_for_preview_overlays_and_study_examples():
+    """The class colours and the legend come from toy_data.palette everywhere."""
+    import inspect
+
+    import toy_data.preview
+    from retina_unet.study.report import figures
+    from retina_unet.visualize import overlays
+    from toy_data.palette import CLASS_COLOURS, legend
+
+    assert overlays.LEGEND == legend() and "cyan: class 1, magenta: class 2" in legend()
+    assert overlays.CLASS_COLOURS is CLASS_COLOURS
+    for module in (toy_data.preview, figures, overlays):
+        src = inspect.getsource(module)
+        assert "class_colour" in src, module.__name__
+        for stray in ('"tab:red"', '"tab:orange"', '"lime"', 'colors = {1:'):
+            assert stray not in src, (module.__name__, stray)

@@ -263,9 +263,10 @@ def test_integer_and_float64_inputs_are_accepted(smoke_run, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    np.save(folder / "a_uint8.npy", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    # integer dtypes on the training intensity scale (0..1.2; 0-255 needs --intensity-scale, below)
+    np.save(folder / "a_uint8.npy", rng.integers(0, 2, (64, 64), dtype=np.uint8))
     np.save(folder / "b_float64.npy", rng.random((1, 48, 40)))  # (C, H, W), another size
-    np.save(folder / "c_int32.npy", rng.integers(-3, 3, (64, 64), dtype=np.int32))
+    np.save(folder / "c_int32.npy", rng.integers(-1, 2, (64, 64), dtype=np.int32))
     items = scan_inputs(folder, 2, 1)
     assert [(it.stem, it.spatial) for it in items] == [
         ("a_uint8", (64, 64)),
@@ -444,3 +445,100 @@ def test_single_checkpoint_file_round_trip(smoke_run, tmp_path):
     reference = _evaluate_cli(epoch, data, tmp_path / "eval.json", "iou_threshold=0.0", "score_threshold=0.0")
     gt = read_ground_truth(inputs, scan_inputs(inputs, 2, 1), 2)
     _same_metrics(evaluate_detection_files(out / "detections.csv", gt, 2, 0.0, 0.0), reference)
+
+
+# --- the intensity contract -------------------------------------------------------------------------
+
+
+def test_checkpoints_record_the_training_intensity_range(smoke_run):
+    from retina_unet.rundir import load_run_models
+
+    run, _, _ = smoke_run
+    ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["intensity_range"] == [0.0, 1.2]  # toy images: background [0, 1) + contrast 0.2
+    assert load_run_models(run).intensity_range == (0.0, 1.2)
+
+
+def test_8bit_images_are_refused_in_one_line_and_scaled_on_request(smoke_run, tmp_path, capsys):
+    """The same pixels as uint8 0-255 and as float: refused without a scale, identical detections with it."""
+    import shutil
+
+    run, _, inputs = smoke_run
+    as_uint8, as_float = tmp_path / "u8", tmp_path / "f32"
+    as_uint8.mkdir()
+    as_float.mkdir()
+    for f in sorted(inputs.glob("*.npy")):
+        u = np.round(np.load(f) * 200).astype(np.uint8)  # 0..240
+        np.save(as_uint8 / f.name, u)
+        np.save(as_float / f.name, u.astype(np.float32) * np.float32(0.005))
+    shutil.copy(inputs / "ground_truth.json", as_uint8 / "ground_truth.json")
+    out = tmp_path / "out"
+    err = _fails(capsys, ["predict", str(run), str(as_uint8), "--out", str(out), "--quiet"],
+                 "far outside the range the model was trained on, 0..1.2", "--intensity-scale 0.00392157 (= 1/255)")
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    _nothing_written(out)
+    _fails(capsys, ["predict", str(run), str(as_uint8), "--out", str(out), "--intensity-scale", "0"],
+           "--intensity-scale: expected a finite number > 0")
+    scaled, ref = tmp_path / "scaled", tmp_path / "ref"
+    assert main(["predict", str(run), str(as_uint8), "--out", str(scaled), "--quiet", "--intensity-scale",
+                 "0.005"]) == 0
+    assert main(["predict", str(run), str(as_float), "--out", str(ref), "--quiet"]) == 0
+    assert (scaled / "detections.csv").read_text() == (ref / "detections.csv").read_text()
+    settings = json.loads((scaled / "detections.json").read_text())
+    assert "0.005" in json.dumps(settings) and (scaled / "evaluation.json").exists()
+
+
+def test_check_intensities_tolerates_one_range_width(tmp_path):
+    from retina_unet.predict.inputs import check_intensities
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, lo, hi in (("ok", -1.1, 2.3), ("low", -1.3, 1.0), ("high", 0.0, 2.5)):
+        np.save(folder / f"{name}.npy", np.array([[lo, hi]], np.float32))
+    items = {it.stem: it for it in scan_inputs(folder, 2, 1)}
+    check_intensities([items["ok"]], (0.0, 1.2))
+    check_intensities([items["ok"], items["high"]], None)  # unknown range: nothing to check
+    for bad in ("low", "high"):
+        with pytest.raises(ValueError, match=f"e.g. {bad}.npy"):
+            check_intensities([items["ok"], items[bad]], (0.0, 1.2))
+
+
+def test_ctrl_c_in_predict_is_one_line_and_writes_nothing(smoke_run, tmp_path, monkeypatch, capsys):
+    from retina_unet.predict import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_predictor", interrupted)
+    run, _, inputs = smoke_run
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(inputs), "--out", str(out), "--quiet"]) == 130
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"nothing was written to {out}" in err[0] and "rerun the same command" in err[0]
+    _nothing_written(out)
+
+
+def test_test_split_readers_ignore_a_damaged_train_split(smoke_run, tmp_path, capsys):
+    """evaluate / export-toy read only the test split; a truncated train file says to regenerate."""
+    import shutil
+
+    from retina_unet.data import dataset_key, ensure_dataset
+    from retina_unet.training import preset
+
+    run, data, _ = smoke_run
+    damaged = tmp_path / "data"
+    shutil.copytree(data, damaged)
+    cfg = preset("smoke", 2, device="cpu")
+    images = damaged / dataset_key(cfg) / "train" / "images.npy"
+    images.write_bytes(images.read_bytes()[:1000])
+    ev = tmp_path / "ev.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--n", "2", "--data-root", str(damaged), "--out", str(ev)]) == 0
+    assert json.loads(ev.read_text())["n_images"] == 2
+    assert main(["export-toy", str(run), "--out", str(tmp_path / "x"), "--n", "2", "--data-root", str(damaged)]) == 0
+    assert len(list((tmp_path / "x").glob("*.npy"))) == 2
+    capsys.readouterr()
+    with pytest.raises(ValueError) as e:
+        ensure_dataset(cfg, damaged)
+    msg = str(e.value)
+    assert "truncated" in msg and "regenerate" in msg and f"Delete {images.parent.parent}" in msg
+    assert "\n" not in msg

@@ -107,3 +107,36 @@ def test_results_of_older_configs_are_left_out(tmp_path):
 
     text = write_report(tmp_path / "s", tmp_path / "r", engine=Changed()).read_text()
     assert "2 result file(s) from older training configs" in text and "No finished runs yet." in text
+
+
+def test_regenerating_a_report_gives_identical_files(tmp_path, monkeypatch):
+    """Twice from the same results: byte-identical files, each finding listed once, the machine named."""
+    import time
+
+    defn = StudyDefinition(name="twice", tasks=("donuts_shape",), models=("retina_net", "retina_unet"),
+                           n_train=(1000, 100, 20), seeds=(0, 1), dims=(2,), train_preset="smoke")
+    study = tmp_path / "study"
+    run_study(defn, study, engine=FakeEngine(), backend=LocalBackend(1), progress=False)
+    for env_path in (study / "results").glob("*.json"):  # as real runs carry it
+        import json
+
+        env = json.loads(env_path.read_text())
+        env["result"]["environment"] = {"cpu": "Test CPU 9000", "cpu_count": 2, "torch": "2.x", "platform": "Linux"}
+        env_path.write_text(json.dumps(env))
+    first = write_report(study, tmp_path / "a", engine=FakeEngine())
+    write_report(study, tmp_path / "a2", engine=FakeEngine(), command="same")
+    later = time.time() + 86400 * 400  # a report that printed the clock would differ now
+    real_gmtime, real_localtime = time.gmtime, time.localtime
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "gmtime", lambda t=None: real_gmtime(later if t is None else t))
+    monkeypatch.setattr(time, "localtime", lambda t=None: real_localtime(later if t is None else t))
+    write_report(study, tmp_path / "b", engine=FakeEngine(), command="same")
+    write_report(study, tmp_path / "b", engine=FakeEngine(), command="same")  # over an existing report
+    names = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "a2").iterdir())
+    for name in names:
+        assert (tmp_path / "a2" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    text = first.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| donuts_shape 2D |") and "**" in ln]
+    assert len(rows) == len(set(rows)) == 4
+    assert "Test CPU 9000 x 2, no GPU, torch 2.x" in text and "not across CPUs" in text

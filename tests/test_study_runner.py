@@ -251,3 +251,73 @@ def test_progress_counts_and_eta():
     assert p.eta() == 100.0 * 6 / 2  # mean of successful runs x runs left / concurrency
     assert format_seconds(3725) == "1h02m" and format_seconds(65) == "1m05s"
     p.close()
+
+
+def test_ray_without_a_cluster_is_one_line_and_records_no_sweep(tmp_path, monkeypatch, capsys):
+    ray = pytest.importorskip("ray")
+    from retina_unet.cli import main as package_main
+    from retina_unet.study import RayBackend
+
+    def no_cluster(*args, **kwargs):  # what ray.init(address="auto") raises when nothing runs
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to "
+                              "by setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    out = tmp_path / "s"
+    with pytest.raises(StudyError, match="no Ray cluster answered at --address auto"):
+        run(small(), out, backend=RayBackend("auto"))
+    assert StudyFolder(out).sweeps() == [] and not list((out / "results").glob("*.json"))
+    capsys.readouterr()
+    rc = package_main(["study", "run", "--preset", "smoke", "--backend", "ray", "--address", "auto",
+                       "--out", str(tmp_path / "s2"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "no Ray cluster answered at --address auto" in lines[0]
+    assert "Traceback" not in err and StudyFolder(tmp_path / "s2").sweeps() == []
+
+
+def test_ctrl_c_in_study_run_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    from retina_unet.study import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_study", interrupted)
+    out = tmp_path / "s"
+    assert study_main(["run", "--preset", "smoke", "--out", str(out), "--no-progress"]) == 130
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"finished runs are kept in {out}/runs" in err[0] and "rerun the same command" in err[0]
+
+
+def test_progress_bar_count_never_runs_ahead_of_done(capsys):
+    """Every drawn frame shows the same number in the bar's count and in "done" (plain stderr, no tty)."""
+    import re
+
+    from retina_unet.study.progress import SweepProgress
+
+    p = SweepProgress(total=4, already_done=1, concurrency=1, enabled=True)
+    print("[study] ray cluster {...}: 1 run(s) at a time", file=__import__("sys").stderr)  # backend line
+    for label, ok in (("a", True), ("b", False), ("c", True)):
+        p.started_run()
+        p.finished_run(label, ok, 1.0)
+    p.close()
+    err = capsys.readouterr().err
+    assert err.startswith("[study] ray cluster")  # nothing of the bar was drawn before the backend line
+    frames = [f for f in re.split(r"[\r\n]", err) if re.search(r"\d+/4", f)]
+    assert frames
+    for f in frames:
+        count = int(re.search(r"(\d+)/4", f).group(1))
+        assert f"done {count} " in f, f
+    assert "done 3 " in frames[-1] and "3/4" in frames[-1]
+
+
+def test_a_users_report_goes_under_the_study_folder_not_reports(tmp_path, monkeypatch, capsys):
+    """`study report` / `study run --report` never rewrite the committed reports/<name> by default."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "studies" / "t"
+    run(small(), out)
+    assert study_main(["report", "--out", str(out), "--examples", "0"]) == 0
+    assert (out / "report" / "README.md").is_file() and not (tmp_path / "reports").exists()
+    assert study_main(["report", "--out", str(out), "--report-dir", str(tmp_path / "reports" / "t")]) == 0
+    assert (tmp_path / "reports" / "t" / "README.md").is_file()  # the reference, only when asked

@@ -97,9 +97,13 @@ def test_truncated_file_detected(copy):
     with open(f, "r+b") as fh:
         fh.truncate(size - 100)
     with pytest.raises(
-        DatasetError, match=rf"train/masks\.npy: size {size - 100} bytes, manifest says {size} \(truncated\)"
+        DatasetError,
+        match=rf"train/masks\.npy: size {size - 100} bytes, manifest says {size} \(truncated; regenerate the dataset",
     ):
         load_dataset(copy, verify=False)
+    load_dataset(copy, verify=False, splits=("val", "test"))  # readers of other splits are not stopped
+    with pytest.raises(ValueError, match="splits: expected names from"):
+        load_dataset(copy, splits=("tests",))
 
 
 def test_missing_file_detected(copy):
@@ -263,3 +267,60 @@ def test_python_m_entry_point(tmp_path):
         [sys.executable, "-m", "toy_data", "generate", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "--objects-per-image" in r.stdout
+
+
+TINY = ["--size", "32", "--margin", "3", "--radii", "5", "5", "--hole-radius", "2", "--n-train", "3",
+        "--n-val", "2", "--n-test", "2", "--quiet"]
+TINY_ALL = ["--size", "64", "--margin", "4", "--n-train", "3", "--n-val", "2", "--n-test", "2", "--quiet"]
+
+
+@pytest.mark.parametrize("flag", ["--n-train", "--n-val", "--n-test"])
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_cli_rejects_empty_or_bad_split_sizes(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["generate", "--task", "donuts_shape", "--out", str(tmp_path / "d"), *TINY, flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} expects an integer >= 1" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_never_mixes_layouts(tmp_path, capsys):
+    """One-task folder vs one-folder-per-task vs a folder of something else: refused, even with --overwrite."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert cli_main(["generate", "--task", "donuts_shape", "--out", str(single), *TINY]) == 0
+    before = sorted(p.name for p in single.iterdir())
+    for extra in ([], ["--overwrite"]):
+        assert cli_main(["generate", "--dim", "2", "--out", str(single), *TINY_ALL, *extra]) == 2
+        assert "single-task dataset folder" in capsys.readouterr().err
+    assert sorted(p.name for p in single.iterdir()) == before  # nothing added inside the dataset
+    multi.mkdir()
+    (multi / "donuts_shape").mkdir()
+    for extra in ([], ["--overwrite"]):
+        assert cli_main(["generate", "--task", "donuts_shape", "--out", str(multi), *TINY, *extra]) == 2
+        assert "one dataset folder per task" in capsys.readouterr().err
+    assert (multi / "donuts_shape").is_dir() and not (multi / "manifest.json").exists()
+    other = tmp_path / "images"
+    other.mkdir()
+    (other / "a.npy").write_bytes(b"x")
+    for args in (["--task", "donuts_shape", *TINY], TINY_ALL):
+        assert cli_main(["generate", *args, "--out", str(other), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "a.npy" in err and err.count("\n") == 1
+    assert sorted(p.name for p in other.iterdir()) == ["a.npy"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["generate", "--task", "donuts_shape", "--out", str(empty), *TINY]) == 0
+    assert load_dataset(empty).spec.task == "donuts_shape"
+
+
+def test_cli_preview_prints_the_file_it_wrote(tmp_path, capsys):
+    ds = tmp_path / "ds"
+    assert cli_main(["generate", "--task", "donuts_shape", "--out", str(ds), *TINY]) == 0
+    capsys.readouterr()
+    for out, written in ((tmp_path / "noext", tmp_path / "noext.png"),
+                         (tmp_path, tmp_path / "donuts_shape_2d_train.png"),
+                         (tmp_path / "x.png", tmp_path / "x.png")):
+        assert cli_main(["preview", str(ds), "--out", str(out), "--per-class", "1"]) == 0
+        assert capsys.readouterr().err.strip() == f"wrote {written}"
+        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

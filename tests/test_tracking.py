@@ -8,14 +8,13 @@ import json
 import sys
 
 import pytest
-import torch
 
 import retina_unet.training.tracking as tracking
 from retina_unet.cli import main
-from retina_unet.training import preset
-from retina_unet.training.curves import load_curve, plot_learning_curves
 from retina_unet.pipeline import write_run_metrics
 from retina_unet.rundir import PREDICTIONS_FILE, load_predictions
+from retina_unet.training import preset
+from retina_unet.training.curves import load_curve, plot_learning_curves
 from tests.test_training import TinySegDetector, _trainer, use_tiny_models  # noqa: F401
 
 EPOCH_COLUMNS = ["epoch", "step", "loss", "loss_ce", "val_mAP", "val_ap_1", "val_ap_2", "lr", "train_s", "val_s",
@@ -152,7 +151,7 @@ def test_study_report_learning_curves_figure(tmp_path):
              "result": {"curve": [{"epoch": e, "val_mAP": 0.1 * e + 0.01 * s, "loss": 1.0 / e} for e in (1, 2, 3)]}}
             for m in ("retina_unet", "retina_net") for n in (20, 100, 1000) for s in (0, 1)]
     path, note = study_curves(envs, tmp_path / "lc.png")
-    assert path.stat().st_size > 0 and note.startswith("2 panel(s), 8 run(s)")
+    assert path.stat().st_size > 0 and note.startswith("3 panel(s) (n_train 1000, 100, 20), 12 run(s)")  # every size
     one_epoch = [{**e, "result": {"curve": e["result"]["curve"][:1]}} for e in envs]
     assert study_curves(one_epoch, tmp_path / "none.png")[0] is None
 
@@ -167,3 +166,19 @@ def test_save_predictions_for_older_runs(smoke_run, tmp_path):
     more = write_run_metrics(run, tmp_path / "c", data_root=data, save=True)  # all images: not stored
     assert more["meta"]["predictions"] == "predicted" and "only 4 of the 8" in more["meta"]["why_predicted"]
     assert load_predictions(run / PREDICTIONS_FILE)["n_images"] == 4  # never replaced
+
+
+def test_curves_labels_study_runs_by_run_id(tmp_path):
+    from retina_unet.training.curves import load_curve, run_label
+
+    rid = "donuts_shape-2d-retina_net-n20-s0-0123456789ab"
+    run = tmp_path / "runs" / rid
+    (run / "out").mkdir(parents=True)
+    (run / "out" / "history.json").write_text(json.dumps([{"epoch": 1, "loss": 1.0, "val_mAP": 0.5}]))
+    (tmp_path / "results").mkdir()
+    env = {"run_id": rid, "result": {"curve": [{"epoch": 1, "loss": 1.0, "val_mAP": 0.5}]}}
+    (tmp_path / "results" / f"{rid}.json").write_text(json.dumps(env))
+    for given in (run, run / "out", run / "out" / "history.json", tmp_path / "results" / f"{rid}.json"):
+        assert run_label(str(given)) == rid, given
+        assert load_curve(given)[0]["val_mAP"] == 0.5, given
+    assert run_label(str(tmp_path / "runs_s0")) == "runs_s0"

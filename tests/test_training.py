@@ -339,3 +339,42 @@ def test_cosine_schedule_endpoints_monotone_and_resume(tmp_path):
     assert _losses(resumed.history) == _losses(full.history)
     assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
     assert full.history[-1]["lr"] == pytest.approx(TINY.get("lr", 1e-4) * 0.01)
+
+
+def test_training_bar_of_a_short_epoch_ends_full_with_the_mean_loss(tmp_path, monkeypatch):
+    """2 steps: the bar ends at 2/2 and shows the epoch's mean loss (not the sum over a stale count)."""
+    from retina_unet.training import engine
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, iterable=None, total=None, **kwargs):
+            self.iterable, self.total, self.n, self.postfix, self.closed = iterable, total, 0, None, False
+            bars.append(self)
+
+        def __iter__(self):  # iterating would not publish n on fast steps (tqdm redraw interval)
+            yield from self.iterable
+
+        def set_postfix(self, values, refresh=True):
+            self.postfix = (self.n, dict(values))
+
+        def update(self, k=1):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+        @staticmethod
+        def write(*args, **kwargs):
+            pass
+
+    monkeypatch.setattr(engine, "tqdm", Recorder)
+    t = _trainer(tmp_path, "bar", epochs=1, batches_per_epoch=2)
+    t.progress = True
+    t.fit()
+    (bar,) = [b for b in bars if b.postfix is not None]  # the training bar (validation has its own)
+    assert bar.n == 2 and bar.closed
+    n_at_last_postfix, values = bar.postfix
+    assert n_at_last_postfix == 1  # set after the second step, before its update
+    assert float(values["loss"]) == pytest.approx(t.history[0]["loss"], abs=1e-3)
+    assert t.history[0]["loss"] > 0

@@ -18,6 +18,21 @@ from .spec import TASKS, task_spec
 from .storage import DatasetError, load_dataset, write_dataset
 
 
+def _positive(flag: str):
+    """argparse type: an integer >= 1 (an empty split trains or tests on nothing)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects an integer >= 1, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} expects an integer >= 1, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="toy_data", description="Retina U-Net toy datasets (2D paper tasks, 3D analogues)"
@@ -30,10 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, type=Path)
     g.add_argument("--seed", type=int, default=0, help="dataset seed (train/val/test streams derive from it)")
     g.add_argument(
-        "--n-train", type=int, default=1000, help="training pool size (nested subsets are prefixes)"
+        "--n-train", type=_positive("--n-train"), default=1000,
+        help="training pool size, >= 1 (nested subsets are prefixes)",
     )
-    g.add_argument("--n-val", type=int, default=500)
-    g.add_argument("--n-test", type=int, default=1000)
+    g.add_argument("--n-val", type=_positive("--n-val"), default=500, help="validation images, >= 1")
+    g.add_argument("--n-test", type=_positive("--n-test"), default=1000, help="test images, >= 1")
     g.add_argument(
         "--workers", type=int, default=None, help="generation threads (default: CPUs - 1, at most 4)"
     )
@@ -79,6 +95,12 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _generate(args: argparse.Namespace) -> int:
     tasks = [args.task] if args.task else list(TASKS)
     specs = [task_spec(t, args.dim, **_overrides(args)) for t in tasks]  # validate all before writing any
+    problem = _layout_problem(args.out, single_task=args.task is not None)
+    if problem:
+        print(f"error: --out {args.out}: {problem}; choose another --out", file=sys.stderr)
+        return 2
+    if args.out.is_dir() and not any(args.out.iterdir()):
+        args.out.rmdir()  # an empty folder is as good as none (write_dataset renames into place)
     for spec in specs:
         out = args.out if args.task else args.out / spec.task
         counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
@@ -103,6 +125,36 @@ def _generate(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _layout_problem(out: Path, single_task: bool) -> str | None:
+    """Why ``out`` cannot take this layout (None when it can): never mix the two layouts or other files.
+
+    With ``--task`` OUT is one dataset folder (``manifest.json`` + split folders); without it OUT holds
+    one dataset folder per task. ``--overwrite`` replaces a dataset, never a folder of something else.
+    """
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "exists and is not a folder"
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if not entries:
+        return None
+    is_dataset = (out / "manifest.json").is_file()
+    if single_task:
+        if is_dataset:
+            return None
+        tasks = [e for e in entries if e in TASKS]
+        if tasks:
+            return (f"holds one dataset folder per task ({', '.join(tasks)}); generate into {out}/<task> "
+                    "or without --task")
+        return f"exists and is not a dataset folder (holds {', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})"
+    if is_dataset:
+        return "is a single-task dataset folder; without --task OUT gets one folder per task"
+    others = [e for e in entries if e not in TASKS]
+    if others:
+        return f"holds files that are not task folders ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    return None
 
 
 def _up_to_date(out: Path, spec, seed: int, counts: dict) -> bool:

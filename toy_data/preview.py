@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .palette import GT_STYLE, MASK_COLOUR, class_colour, legend
 from .storage import load_dataset
 
 
@@ -20,6 +21,15 @@ def _panels(image: np.ndarray, mask: np.ndarray, box: np.ndarray) -> list[tuple[
         return [("", image, mask)]
     z = int((box[0] + box[3]) // 2)  # box centre along axis 0 = the object's centre slice
     return [(f"slice {z}", image[z], mask[z]), ("max proj.", image.max(axis=0), mask.max(axis=0))]
+
+
+def preview_path(out: str | os.PathLike, spec, split: str) -> Path:
+    """The PNG actually written for ``--out``: an existing folder gets ``<task>_<dim>d_<split>.png``
+    inside it, a name without a suffix gets ``.png`` appended (what matplotlib would do silently)."""
+    out = Path(out)
+    if out.is_dir():
+        return out / f"{spec.task}_{spec.dim}d_{split}.png"
+    return out if out.suffix else out.with_name(out.name + ".png")
 
 
 def write_preview(
@@ -58,7 +68,7 @@ def write_preview(
                 ax = axes[r, c * n_panels + p]
                 ax.imshow(img2, cmap="gray", interpolation="nearest")
                 if (msk2 > 0).any():
-                    ax.contour(msk2 > 0, levels=[0.5], colors="tab:orange", linewidths=0.8)
+                    ax.contour(msk2 > 0, levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
                 for box, lab in zip(boxes, labels, strict=True):
                     lo, hi = box[: spec.dim][-2:], box[spec.dim :][-2:]  # in-plane axes (last two)
                     # pixel k covers [k - 0.5, k + 0.5] in imshow coordinates; box [lo, hi) covers [lo, hi)
@@ -68,19 +78,20 @@ def write_preview(
                             hi[1] - lo[1],
                             hi[0] - lo[0],
                             fill=False,
-                            edgecolor="tab:cyan" if lab == 1 else "tab:red",
+                            edgecolor=class_colour(lab),
+                            linestyle=GT_STYLE,
                             linewidth=0.8,
                         )
                     )
                 ax.set_title(f"#{i} class {cls} {title}".strip(), fontsize=7)
     fig.suptitle(
         f"{spec.task} {spec.dim}D {'x'.join(map(str, spec.shape))}, {split} split\n"
-        f"(rows: class 1, class 2; orange: mask outline; box: cyan class 1, red class 2)",
+        f"(rows: class 1, class 2; {legend(predictions=False)})",
         fontsize=8,
     )
     fig.tight_layout()
-    out = Path(out)
+    out = preview_path(out, spec, split)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, format="png")
     plt.close(fig)
     return out

@@ -76,6 +76,12 @@ class TaskSpec:
         return len(self.shape)
 
     @property
+    def intensity_range(self) -> tuple[float, float]:
+        """(lowest, highest) pixel value the generator can write: background in [0, 1) (0 without
+        noise), object pixels + ``contrast``; so every image lies in [0, 1 + contrast]."""
+        return 0.0, (1.0 if self.noise else 0.0) + self.contrast
+
+    @property
     def mask_has_hole(self) -> bool:
         """True when the hole is cut out of the segmentation mask (``donuts_shape``)."""
         return self.task == "donuts_shape" and self.hole_radius > 0

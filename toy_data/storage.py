@@ -51,6 +51,8 @@ BOX_CONVENTION = (
 )
 _DTYPES = {"images": IMAGE_DTYPE, "masks": MASK_DTYPE, "labels": LABEL_DTYPE, "boxes": BOX_DTYPE}
 _HASH_BLOCK = 16 << 20
+# How to fix a damaged folder, appended to every damaged-file error.
+REGENERATE = "regenerate the dataset: python -m toy_data generate ... --overwrite, or delete the folder"
 
 
 class DatasetError(ValueError):
@@ -287,12 +289,20 @@ class ToyDataset:
         return f"ToyDataset({str(self.path)!r}, task={self.spec.task!r}, dim={self.spec.dim}, {sizes})"
 
 
-def load_dataset(path: str | os.PathLike, verify: bool = True) -> ToyDataset:
+def load_dataset(
+    path: str | os.PathLike, verify: bool = True, splits: tuple[str, ...] | None = None
+) -> ToyDataset:
     """Open a dataset folder, validating its manifest, files and (``verify=True``) checksums.
 
+    ``splits`` opens (and checks the files of) only those splits, e.g. ``("test",)`` for evaluation,
+    so a damaged train split does not stop a reader that never touches it; default all three.
     Raises :class:`DatasetError` naming the file and the expected vs found value when anything
     is missing, truncated, corrupted or inconsistent.
     """
+    wanted = SPLITS if splits is None else tuple(splits)
+    unknown = [s for s in wanted if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"splits: expected names from {list(SPLITS)}, got {unknown}")
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
@@ -316,7 +326,7 @@ def load_dataset(path: str | os.PathLike, verify: bool = True) -> ToyDataset:
         found = sorted(splits_meta) if isinstance(splits_meta, dict) else splits_meta
         raise DatasetError(f"{mpath}: splits: expected {list(SPLITS)}, found {found}")
     splits = {}
-    for name in SPLITS:
+    for name in wanted:
         try:
             splits[name] = _load_split(root, mpath, spec, name, splits_meta[name], verify)
         except (KeyError, TypeError, AttributeError) as e:
@@ -345,19 +355,19 @@ def _load_split(root: Path, mpath: Path, spec: TaskSpec, name: str, meta: Any, v
         _expect(where, "dtype", entry.get("dtype"), _DTYPES[key].str)
         fpath = root / entry["file"]
         if not fpath.is_file():
-            raise DatasetError(f"{fpath}: missing (listed in the manifest)")
+            raise DatasetError(f"{fpath}: missing (listed in the manifest; {REGENERATE})")
         size = fpath.stat().st_size
         if size != entry.get("bytes"):
             raise DatasetError(
                 f"{fpath}: size {size} bytes, manifest says {entry.get('bytes')} "
-                f"({'truncated' if size < entry.get('bytes', 0) else 'extra data'})"
+                f"({'truncated' if size < entry.get('bytes', 0) else 'extra data'}; {REGENERATE})"
             )
         if verify:
             _check_sha(root, entry)
         try:
             arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise DatasetError(f"{fpath}: not a readable .npy file ({e})") from None
+            raise DatasetError(f"{fpath}: not a readable .npy file ({e}; {REGENERATE})") from None
         _expect(fpath, "array shape", arr.shape, shapes[key])
         _expect(fpath, "array dtype", arr.dtype.str, _DTYPES[key].str)
         arrays[key] = arr
@@ -401,7 +411,7 @@ def _check_sha(root: Path, entry: dict[str, Any]) -> None:
     if sha.hexdigest() != entry.get("sha256"):
         raise DatasetError(
             f"{fpath}: SHA-256 mismatch: manifest says {entry.get('sha256')}, file has {sha.hexdigest()} "
-            "(the file was modified or corrupted; regenerate the dataset)"
+            f"(the file was modified or corrupted; {REGENERATE})"
         )
 
 

@@ -11,6 +11,7 @@ from retina_unet.data.batches import (
     image_objects,
     split_targets,
     subset_indices,
+    training_intensity_range,
 )
 from retina_unet.data.cache import DEFAULT_DATA_ROOT, dataset_key, ensure_dataset, task_num_classes
 
@@ -28,4 +29,5 @@ __all__ = [
     "split_targets",
     "subset_indices",
     "task_num_classes",
+    "training_intensity_range",
 ]

@@ -26,6 +26,17 @@ class InputError(ValueError):
     """Training input that cannot work with the model; raised before any training starts."""
 
 
+def training_intensity_range(cfg) -> tuple[float, float]:
+    """(low, high) input intensity a run of ``cfg`` trains on: its toy task's generator range
+    (``toy_data.TaskSpec.intensity_range``: background [0, 1), objects + contrast). Recorded in every
+    checkpoint as ``intensity_range`` so ``predict`` can refuse input on another scale (e.g. 0-255)."""
+    import toy_data
+
+    spec = toy_data.task_spec(cfg.task, dim=cfg.spatial_dims, **cfg.task_overrides)
+    lo, hi = spec.intensity_range
+    return float(lo), float(hi)
+
+
 def subset_indices(pool_size: int, n: int, seed: int) -> np.ndarray:
     """The first ``n`` of a ``seed``-specific permutation of ``range(pool_size)``.
 

@@ -33,8 +33,18 @@ def task_num_classes(cfg) -> int:
     return len(toy_data.task_spec(cfg.task, dim=cfg.spatial_dims, **cfg.task_overrides).radii)
 
 
-def ensure_dataset(cfg, data_root: str | Path = DEFAULT_DATA_ROOT, progress: bool = False):
-    """Load the toy dataset of ``cfg`` from the cache, generating it first when missing."""
+def ensure_dataset(
+    cfg,
+    data_root: str | Path = DEFAULT_DATA_ROOT,
+    progress: bool = False,
+    splits: tuple[str, ...] | None = None,
+):
+    """Load the toy dataset of ``cfg`` from the cache, generating it first when missing.
+
+    ``splits`` (e.g. ``("test",)``) opens only those splits: readers of the test split do not fail
+    on a damaged train file. A damaged cache raises a ``toy_data.DatasetError`` that says to delete
+    the cache folder (the next run regenerates it).
+    """
     import toy_data
 
     root = Path(data_root)
@@ -56,4 +66,9 @@ def ensure_dataset(cfg, data_root: str | Path = DEFAULT_DATA_ROOT, progress: boo
                 )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return toy_data.load_dataset(path, verify=False)
+    try:
+        return toy_data.load_dataset(path, verify=False, splits=splits)
+    except toy_data.DatasetError as e:
+        raise toy_data.DatasetError(
+            f"the dataset cache {path} is damaged: {e}. Delete {path} and rerun: it is regenerated"
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from retina_unet.predict.conventions import CONVENTIONS
 
@@ -51,6 +52,14 @@ def add_predict_subcommand(sub) -> None:
         default=None,
         help="mirroring test-time augmentation (default: the run's setting)",
     )
+    p.add_argument(
+        "--intensity-scale",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="multiply every input by S first (default 1). Inputs must be on the training intensity "
+        "scale (toy models: 0..1.2); e.g. 8-bit images: 0.00392157 (1/255)",
+    )
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,7 +69,26 @@ def add_predict_subcommand(sub) -> None:
 def cmd_predict(args) -> int:
     from retina_unet.predict.pipeline import predict_folder
 
-    s = predict_folder(
+    try:
+        s = _predict(predict_folder, args)
+    except KeyboardInterrupt:
+        # atomic_dir removed the half-written temporary folder; --out is as it was before.
+        print(f"\ninterrupted: nothing was written to {args.out} (it is written only when complete); "
+              "rerun the same command to predict again", file=sys.stderr)
+        return 130
+    st = s["settings"]
+    print(
+        f"{s['n_detections']} detections (score > {st['score_threshold']:g}) in {s['n_images']} images; "
+        f"{s['model']} {s['spatial_dims']}D, {st['n_members']} members, merge {st['merge']}, {s['wall_s']:.1f}s"
+    )
+    if "evaluation" in s:
+        print("evaluation of the written detections:", json.dumps(s["evaluation"]))
+    print(f"wrote {s['out']}/detections.csv, detections.json" + (", overlays/" if args.overlays else ""))
+    return 0
+
+
+def _predict(predict_folder, args) -> dict:
+    return predict_folder(
         args.checkpoint,
         args.input_dir,
         args.out,
@@ -71,16 +99,8 @@ def cmd_predict(args) -> int:
         device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        intensity_scale=args.intensity_scale,
     )
-    st = s["settings"]
-    print(
-        f"{s['n_detections']} detections (score > {st['score_threshold']:g}) in {s['n_images']} images; "
-        f"{s['model']} {s['spatial_dims']}D, {st['n_members']} members, merge {st['merge']}, {s['wall_s']:.1f}s"
-    )
-    if "evaluation" in s:
-        print("evaluation of the written detections:", json.dumps(s["evaluation"]))
-    print(f"wrote {s['out']}/detections.csv, detections.json" + (", overlays/" if args.overlays else ""))
-    return 0
 
 
 def add_export_toy_subcommand(sub) -> None:
@@ -98,6 +118,11 @@ def add_export_toy_subcommand(sub) -> None:
         "--data-root", default=None, help="toy dataset cache (default: $RETINA_UNET_DATA or data/cache)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument(
+        "--uint8",
+        action="store_true",
+        help="store 8-bit images (0..255 = 0..1.2 for the toys) to try `predict --intensity-scale`",
+    )
     p.set_defaults(func=cmd_export_toy)
 
 
@@ -106,7 +131,7 @@ def cmd_export_toy(args) -> int:
     from retina_unet.rundir import run_config
 
     cfg = run_config(args.checkpoint)
-    out = export_toy_inputs(cfg, args.out, args.n, args.split, args.data_root, args.overwrite)
+    out = export_toy_inputs(cfg, args.out, args.n, args.split, args.data_root, args.overwrite, args.uint8)
     n = len(list(out.glob("*.npy")))
     print(f"wrote {n} {cfg.task} {cfg.spatial_dims}D {args.split} images and ground_truth.json to {out}")
     return 0

@@ -6,7 +6,12 @@ Accepted per file (``D`` = the checkpoint's spatial dims, ``C`` = its ``in_chann
   in 2D, ``(D, H, W)`` / ``(C, D, H, W)`` in 3D; every spatial axis non-empty;
 - dtype float (16/32/64 bit) or integer (signed or unsigned): converted to float32. Bool, complex,
   string, structured and object arrays are rejected (nothing is unpickled);
-- finite values only (no NaN / inf).
+- finite values only (no NaN / inf);
+- intensities on the scale the model was trained on (the intensity contract): after multiplying by
+  ``--intensity-scale`` (default 1), every file's values must lie within the checkpoint's
+  ``intensity_range`` widened by its width on each side (toy models: [0, 1.2] -> [-1.2, 2.4]).
+  An 8-bit image (0-255) fed to a toy model is refused with the scale that fixes it (1/255), not
+  silently predicted as garbage.
 
 Every file is checked before anything runs; all problems are reported together.
 
@@ -17,6 +22,7 @@ boxes and labels per image: overlays draw them and ``predict`` evaluates against
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +46,14 @@ class InputImage:
     shape: tuple[int, ...]
     dtype: str
     spatial: tuple[int, ...]
+    scale: float = 1.0  # --intensity-scale: multiplies the stored values
 
     def load(self) -> np.ndarray:
-        """The image as float32 ``(C, *S)``."""
+        """The image as float32 ``(C, *S)``, times ``scale``."""
         arr = np.load(self.path, allow_pickle=False)
         arr = np.asarray(arr, dtype=np.float32)
+        if self.scale != 1.0:
+            arr = arr * np.float32(self.scale)
         return arr if arr.ndim == len(self.spatial) + 1 else arr[None]
 
 
@@ -102,7 +111,42 @@ def _header_dtype(path: Path) -> np.dtype:
         return read(fh)[2]
 
 
-def scan_inputs(folder: str | Path, spatial_dims: int, in_channels: int) -> list[InputImage]:
+def check_intensities(items: list[InputImage], intensity_range: tuple[float, float] | None) -> None:
+    """Refuse inputs far outside the training intensity range (see the module doc), in one line.
+
+    The tolerance is one range width on each side: noise, other contrasts or a slightly different
+    normalisation pass; another scale (8-bit, 12-bit, Hounsfield units) does not.
+    """
+    if intensity_range is None or not items:
+        return
+    lo, hi = intensity_range
+    width = max(hi - lo, 1e-6)
+    found_lo, found_hi, worst = math.inf, -math.inf, None
+    for it in items:
+        arr = np.load(it.path, mmap_mode="r", allow_pickle=False)
+        a_lo, a_hi = float(arr.min()) * it.scale, float(arr.max()) * it.scale
+        a_lo, a_hi = min(a_lo, a_hi), max(a_lo, a_hi)
+        if a_lo < lo - width or a_hi > hi + width:
+            if worst is None or a_hi - a_lo > found_hi - found_lo:
+                worst = it
+        found_lo, found_hi = min(found_lo, a_lo), max(found_hi, a_hi)
+    if worst is None:
+        return
+    scale = items[0].scale
+    span = (found_hi - found_lo) / scale if scale else math.inf
+    hint = f"--intensity-scale {(hi - lo) / span:.6g}" if span > 0 else "rescale them"
+    if found_lo / scale >= 0 and 200 <= found_hi / scale <= 255:
+        hint = f"8-bit images: --intensity-scale {1 / 255:.6g} (= 1/255)"
+    raise ValueError(
+        f"INPUT_DIR: intensities {found_lo:g}..{found_hi:g} (e.g. {worst.path.name}"
+        f"{'' if scale == 1 else f', after --intensity-scale {scale:g}'}) are far outside the range the "
+        f"model was trained on, {lo:g}..{hi:g}; scale the images into it ({hint}); nothing was run"
+    )
+
+
+def scan_inputs(
+    folder: str | Path, spatial_dims: int, in_channels: int, intensity_scale: float = 1.0
+) -> list[InputImage]:
     """Validate every ``*.npy`` in ``folder`` (sorted by name) against the model; see the module doc.
 
     Raises:
@@ -130,7 +174,7 @@ def scan_inputs(folder: str | Path, spatial_dims: int, in_channels: int) -> list
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        items.append(InputImage(path.stem, path, tuple(arr.shape), str(arr.dtype), spatial))
+        items.append(InputImage(path.stem, path, tuple(arr.shape), str(arr.dtype), spatial, intensity_scale))
     if problems:
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise ValueError(
@@ -181,9 +225,15 @@ def export_toy_inputs(
     split: str = "test",
     data_root: str | Path | None = None,
     overwrite: bool = False,
+    uint8: bool = False,
 ) -> Path:
     """Write the first ``n`` images of the run's toy ``split`` as ``<split>_0000.npy``, ... (float32
     ``(*S)``) plus ``ground_truth.json`` (our box convention) into the folder ``out``, atomically.
+
+    ``uint8=True`` stores them as 8-bit images instead: ``round(x / high * 255)`` with ``high`` the
+    top of the training intensity range (1.2 for the toys), i.e. what a user's 8-bit export of the
+    same pixels looks like; ``predict --intensity-scale high/255`` maps them back (``ground_truth.json``
+    records ``intensity_scale``).
 
     Args:
         cfg: the run's :class:`~retina_unet.training.TrainConfig` (which task, dims, data seed).
@@ -194,8 +244,9 @@ def export_toy_inputs(
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"--n: expected an integer >= 1, got {n!r}")
-    dataset = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT)
+    dataset = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT, splits=(split,))
     sp = dataset.split(split)
+    high = dataset.spec.intensity_range[1]
     n = min(n, len(sp.images))
     width = max(4, len(str(n - 1)))
     gt = {
@@ -205,12 +256,17 @@ def export_toy_inputs(
         "task": cfg.task,
         "split": split,
         "dataset": str(dataset.path),
+        "dtype": "uint8" if uint8 else "float32",
+        "intensity_scale": high / 255 if uint8 else 1.0,  # multiply the stored values by this
         "images": {},
     }
     with atomic_dir(out, overwrite) as tmp:
         for i in range(n):
             stem = f"{split}_{i:0{width}d}"
-            np.save(tmp / f"{stem}.npy", np.asarray(sp.images[i], dtype=np.float32))
+            image = np.asarray(sp.images[i], dtype=np.float32)
+            if uint8:
+                image = np.clip(np.rint(image / high * 255), 0, 255).astype(np.uint8)
+            np.save(tmp / f"{stem}.npy", image)
             boxes, labels = image_objects(sp, i)
             gt["images"][stem] = {"boxes": boxes.tolist(), "labels": labels.tolist(), "index": i}
         (tmp / GROUND_TRUTH).write_text(json.dumps(gt, indent=1) + "\n")

@@ -60,7 +60,7 @@ def run_overlays(
     dev = resolve_device(device or cfg.device)
     loaded.models = [m.to(dev) for m in loaded.models]
     predictor = predictor_for_config(loaded.cfg, loaded.models, tta)
-    sp = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT).split(split)
+    sp = ensure_dataset(cfg, data_root or DEFAULT_DATA_ROOT, splits=(split,)).split(split)
     count = len(sp.images) if images is None else min(images, len(sp.images))
     preds = run_predictor(
         predictor, SplitImages(sp, range(count)), cfg.val_batch_size, dev, progress=progress

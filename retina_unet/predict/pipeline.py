@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.environment import resolve_device
@@ -32,7 +29,7 @@ from retina_unet.predict.detections import (
     json_document,
     json_text,
 )
-from retina_unet.predict.inputs import read_ground_truth, scan_inputs
+from retina_unet.predict.inputs import check_intensities, read_ground_truth, scan_inputs
 from retina_unet.rundir import LoadedModels, load_run_models
 from retina_unet.visualize.overlays import draw_case
 from retina_unet.visualize.ranking import case_score, draw_best_worst, rank_cases
@@ -68,6 +65,7 @@ def predict_folder(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    intensity_scale: float = 1.0,
 ) -> dict:
     """Run ``checkpoint`` on every ``.npy`` in ``input_dir``; write the results into ``out``.
 
@@ -80,6 +78,8 @@ def predict_folder(
     Args:
         score_threshold: keep boxes with score > this (None: the run's ``score_threshold``, 0.1).
         tta: mirroring TTA on / off (None: the run's setting). device: None = the run's.
+        intensity_scale: multiplies every input before the intensity check and prediction (e.g.
+            1/255 for 8-bit images of a toy model; see :func:`retina_unet.predict.inputs.check_intensities`).
 
     Returns:
         A summary dict (counts, paths, settings, and the evaluation when there is ground truth).
@@ -88,11 +88,14 @@ def predict_folder(
     get_convention(convention)  # a bad name fails before anything is loaded
     if score_threshold is not None and not math.isfinite(score_threshold):
         raise ValueError(f"--score-threshold: expected a finite number, got {score_threshold!r}")
+    if not (math.isfinite(intensity_scale) and intensity_scale > 0):
+        raise ValueError(f"--intensity-scale: expected a finite number > 0, got {intensity_scale!r}")
     check_output_dir(out, overwrite)
     loaded = load_run_models(checkpoint)
     cfg = loaded.cfg
     conv = get_convention(convention, loaded.spatial_dims)
-    items = scan_inputs(input_dir, loaded.spatial_dims, loaded.in_channels)
+    items = scan_inputs(input_dir, loaded.spatial_dims, loaded.in_channels, intensity_scale)
+    check_intensities(items, loaded.intensity_range)
     gt = read_ground_truth(input_dir, items, loaded.spatial_dims)
     threshold = cfg.score_threshold if score_threshold is None else float(score_threshold)
     dev = resolve_device(device or cfg.device)
@@ -112,6 +115,8 @@ def predict_folder(
             "score_threshold": threshold,
             "batch_size": cfg.val_batch_size,
             "device": str(dev),
+            "intensity_scale": intensity_scale,
+            "intensity_range": None if loaded.intensity_range is None else list(loaded.intensity_range),
         },
     }
     with atomic_dir(out, overwrite) as tmp:

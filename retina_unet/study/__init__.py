@@ -1,7 +1,7 @@
 """The toy data-size scaling study: definitions and presets, a resumable runner (local or Ray), the report.
 
 ``python -m retina_unet.study run --preset quick`` runs the study into ``studies/quick`` and
-``... report --out studies/quick`` writes ``reports/quick/README.md``. See :mod:`retina_unet.study.cli`.
+``... report --out studies/quick`` writes ``studies/quick/report/README.md``. See :mod:`retina_unet.study.cli`.
 """
 
 from retina_unet.study.backends import LocalBackend, RayBackend

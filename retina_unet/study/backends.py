@@ -98,6 +98,11 @@ class LocalBackend:
         pool.shutdown(wait=True)
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 def _ray_execute(job: RunJob, engine: Engine) -> dict[str, Any]:
     return execute_run(job, engine)
 
@@ -144,7 +149,15 @@ class RayBackend:
             kwargs["num_cpus"] = self.num_cpus or cpu_count()
         else:
             kwargs["address"] = self.address
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            if self.address is None:
+                raise StudyError(f"could not start a local Ray instance: {_first_line(exc)}") from None
+            raise StudyError(
+                f"no Ray cluster answered at --address {self.address} ({_first_line(exc)}); start one "
+                f"(`ray start --head` on the head node) or omit --address to start a local instance"
+            ) from None
         res = ray.cluster_resources()
         slots = int(res.get("CPU", 1) // self.cpus_per_run)
         if self.gpus_per_run:

@@ -7,7 +7,8 @@ Examples::
     python -m retina_unet.study run --preset paper --backend ray --address auto --gpus-per-run 1
     python -m retina_unet.study run --preset quick --n-train 1000 100 20 --seeds 0 1 --out studies/q2
     python -m retina_unet.study status --out studies/quick
-    python -m retina_unet.study report --out studies/quick           # -> reports/quick/README.md
+    python -m retina_unet.study report --out studies/quick           # -> studies/quick/report/README.md
+    python -m retina_unet.study report --out studies/quick --report-dir reports/quick   # the committed one
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, preset
-from retina_unet.training.config import parse_overrides
 from retina_unet.study.store import StudyFolder
+from retina_unet.training.config import parse_overrides
 
 
 def _definition(args: argparse.Namespace) -> StudyDefinition:
@@ -50,7 +51,9 @@ def _out(args: argparse.Namespace, name: str) -> Path:
 
 
 def _report_dir(args: argparse.Namespace, name: str) -> Path:
-    return Path(args.report_dir) if args.report_dir else Path("reports") / name
+    """--report-dir, else ``<study folder>/report``: a user's study never rewrites the committed
+    reference report under reports/ (regenerated only on purpose: --report-dir reports/<name>)."""
+    return Path(args.report_dir) if args.report_dir else _out(args, name) / "report"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -69,8 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(definition, out)
     command = getattr(args, "command_line", None) or " ".join(
         ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
-    summary = run_study(definition, out, backend=backend, data_root=args.data_root, progress=not args.no_progress,
-                        max_runs=args.max_runs, command=command)
+    try:
+        summary = run_study(definition, out, backend=backend, data_root=args.data_root,
+                            progress=not args.no_progress, max_runs=args.max_runs, command=command)
+    except KeyboardInterrupt:
+        print(f"\n[study] interrupted: finished runs are kept in {out}/runs (each result is written whole); "
+              f"rerun the same command to resume (unfinished runs continue from their last epoch)",
+              file=sys.stderr)
+        return 130
     print(f"[study] {len(summary.done)} run(s) done, {len(summary.failed)} failed, {summary.skipped} already "
           f"finished, {summary.total} in the study; {summary.wall_time_s:.0f} s", file=sys.stderr)
     if summary.failed:
@@ -184,7 +193,7 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     run.add_argument("--report", action="store_true", help="write the report when the study is complete")
-    run.add_argument("--report-dir", help="report folder (default: reports/<name>)")
+    run.add_argument("--report-dir", help="report folder (default: <study folder>/report; the committed reference: reports/<name>)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="finished / running / failed / left of a study folder")
     status.add_argument("--out", required=True, help="study folder")
@@ -192,7 +201,7 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="CSV, figures and Markdown report from a study folder")
     report.add_argument("--out", required=True, help="study folder")
-    report.add_argument("--report-dir", help="report folder (default: reports/<name>)")
+    report.add_argument("--report-dir", help="report folder (default: <study folder>/report; the committed reference: reports/<name>)")
     report.add_argument("--examples", type=int, default=3, help="example test images per model in the panel")
     report.set_defaults(func=cmd_report)
     presets = sub.add_parser("presets", help="list the study presets")

@@ -26,9 +26,10 @@ class SweepProgress:
         self.concurrency = max(1, concurrency)
         self.durations: list[float] = []
         self.started = time.time()
-        self.bar = tqdm(total=total, initial=already_done, unit="run", file=sys.stderr, disable=not enabled,
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
-        self._refresh()
+        self.total_, self.initial, self.enabled = total, already_done, enabled
+        # Drawn at the first started run, not here: what the backend prints while it starts (Ray's
+        # cluster line) would otherwise be written into the middle of the bar.
+        self.bar: tqdm | None = None
 
     @property
     def left(self) -> int:
@@ -40,9 +41,25 @@ class SweepProgress:
         mean = sum(self.durations) / len(self.durations)
         return mean * (self.left + self.running) / self.concurrency
 
-    def _refresh(self) -> None:
-        self.bar.set_postfix_str(f"done {self.done} | running {self.running} | failed {self.failed} | "
-                                 f"left {self.left} | ETA {format_seconds(self.eta())}", refresh=True)
+    def _open(self) -> tqdm:
+        if self.bar is None:
+            self.bar = tqdm(total=self.total_, initial=self.initial, unit="run", file=sys.stderr,
+                            disable=not self.enabled, dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}",
+                            postfix=self._postfix())
+        return self.bar
+
+    def _postfix(self) -> str:
+        return (f"done {self.done} | running {self.running} | failed {self.failed} | left {self.left} | "
+                f"ETA {format_seconds(self.eta())}")
+
+    def _refresh(self, advance: int = 0) -> None:
+        """Set the postfix and the count together, then draw once: no frame shows one without the other."""
+        bar = self._open()
+        bar.set_postfix_str(self._postfix(), refresh=False)
+        if advance:
+            bar.n += advance  # not update(): it may draw before the postfix is current
+        bar.refresh()
 
     def started_run(self) -> None:
         self.running += 1
@@ -53,12 +70,13 @@ class SweepProgress:
         if ok:
             self.done += 1
             self.durations.append(seconds)
-            self.bar.update(1)
         else:
             self.failed += 1
-        self.bar.write(f"[study] {'done  ' if ok else 'FAILED'} {label} in {format_seconds(seconds)} {detail}".rstrip(),
-                       file=sys.stderr)
-        self._refresh()
+        self._open().write(
+            f"[study] {'done  ' if ok else 'FAILED'} {label} in {format_seconds(seconds)} {detail}".rstrip(),
+            file=sys.stderr)
+        self._refresh(advance=1 if ok else 0)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

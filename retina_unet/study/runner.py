@@ -105,9 +105,13 @@ def run_study(
               file=sys.stderr)
         if not jobs:
             return summary
+        print(f"[study] backend {backend.describe()}", file=sys.stderr)  # before the bar draws
         view = SweepProgress(len(planned), skipped, backend.concurrency, enabled=progress)
+        n_started = 0
 
         def started(job: RunJob) -> None:
+            nonlocal n_started
+            n_started += 1
             view.concurrency = max(1, backend.concurrency)  # known once the backend started (Ray)
             view.started_run()
 
@@ -123,14 +127,15 @@ def run_study(
             view.finished_run(job.spec.label, ok, seconds, detail)
 
         try:
-            print(f"[study] backend {backend.describe()}", file=sys.stderr)
             backend.execute(jobs, engine, started, finished)
         finally:
             view.close()
             summary.wall_time_s = time.time() - t0
-            folder.log_sweep({"command": command or " ".join(sys.argv), "commit": git_commit(),
+            if n_started:  # a backend that never started a run (no Ray cluster answered) is no sweep
+                folder.log_sweep({"command": command or " ".join(sys.argv), "commit": git_commit(),
                               "backend": backend.describe(), "started": t0, "wall_time_s": summary.wall_time_s,
-                              "done": len(summary.done), "failed": len(summary.failed), "skipped": skipped})
+                              "done": len(summary.done), "failed": len(summary.failed),
+                                  "skipped": skipped})
     return summary
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+CURVE_FILES = ("metrics.csv", "history.json", "result.json")
 CURVE_PANELS = (("loss", "training loss (mean over the epoch)"), ("val_mAP", "validation mAP (IoU > 0.1)"))
 
 
@@ -28,8 +29,10 @@ def load_curve(run: str | Path) -> list[dict]:
     """Per-epoch records ``{"epoch", "loss", "val_mAP", "lr", ...}`` (floats) of a run directory or a
     ``result.json`` / ``history.json`` / ``metrics.csv`` file."""
     path = Path(run)
+    if path.is_dir() and not any((path / n).is_file() for n in CURVE_FILES) and (path / "out").is_dir():
+        path = path / "out"  # a study run folder (runs/<run_id>) keeps its training run in out/
     if path.is_dir():
-        for name in ("metrics.csv", "history.json", "result.json"):
+        for name in CURVE_FILES:
             if (path / name).is_file():
                 path = path / name
                 break
@@ -42,6 +45,8 @@ def load_curve(run: str | Path) -> list[dict]:
             rows = list(csv.DictReader(fh))
     else:
         data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("result"), dict):  # a study result envelope
+            data = data["result"]
         rows = data.get("curve", []) if isinstance(data, dict) else data
     return [{k: _num(v) for k, v in r.items() if not isinstance(v, dict)} for r in rows]
 
@@ -91,6 +96,9 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
 
 
 def run_label(run: str) -> str:
-    """A legend label for a run directory or curve file: the run folder's name."""
+    """A legend label for a run directory or curve file: the run's name: its folder, or for a study run
+    (``runs/<run_id>/out``, ``results/<run_id>.json``) its run id, never the generic "out"."""
     p = Path(run)
-    return p.name if p.is_dir() else p.parent.name
+    if p.is_file():
+        p = p.parent if p.name in CURVE_FILES else p.with_suffix("")
+    return p.parent.name if p.name == "out" else p.name

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retina_unet.data import BatchSampler, SplitImages, split_targets
+from retina_unet.data import BatchSampler, SplitImages, split_targets, training_intensity_range
 from retina_unet.environment import environment, git_commit, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images
@@ -99,6 +99,7 @@ class Trainer:
             "num_classes": num_classes,
             "git_commit": git_commit(),
             "environment": environment(),
+            "intensity_range": list(training_intensity_range(cfg)),  # the input contract of predict
         }
 
     # --- state -----------------------------------------------------------------------------------
@@ -188,13 +189,15 @@ class Trainer:
         sums: dict[str, float] = {}
         data_s = 0.0  # waiting for batches (sampler + copy to the device), for tracking
         t0 = time.perf_counter()
+        # Updated by hand after each step: iterating a tqdm only publishes its count when it redraws,
+        # so a short epoch would end on "0/2" with the running sums divided by a stale count.
         bar = tqdm(
-            range(cfg.batches_per_epoch),
+            total=cfg.batches_per_epoch,
             desc=f"epoch {epoch}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
         )
-        for i in bar:
+        for i in range(cfg.batches_per_epoch):
             lr = learning_rate(cfg, (epoch - 1) * cfg.batches_per_epoch + i)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -220,7 +223,9 @@ class Trainer:
             if self._tracker is not None:
                 step = (epoch - 1) * cfg.batches_per_epoch + i
                 self._tracker.log_step(step, epoch, lr, step_losses, t_data, time.perf_counter() - t_step)
-            bar.set_postfix({k: f"{sums[k] / (bar.n + 1):.3f}" for k in list(sums)[:4]})
+            bar.set_postfix({k: f"{sums[k] / (i + 1):.3f}" for k in list(sums)[:4]}, refresh=False)
+            bar.update(1)
+        bar.close()
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         val = self.validate()

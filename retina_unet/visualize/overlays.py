@@ -1,8 +1,8 @@
 """Overlay PNGs: ground-truth and predicted boxes (class, score) and segmentation on 2D images and
 3D volumes (matplotlib, Agg backend).
 
-- 2D: one panel, the image with ground truth (solid green, "gt c<k>"), predictions above the score
-  threshold (dashed, coloured by class, "c<k> <score>") and the segmentation outline (orange:
+- 2D: one panel, the image with ground truth (solid, coloured by class, "gt c<k>"), predictions above
+  the score threshold (dashed, coloured by class, "c<k> <score>") and the segmentation outline (orange:
   foreground probability 0.5, i.e. 1 - p(background) from the model's ``seg`` output, or the
   non-zero region of an integer class map).
 - 3D ``(D, H, W)``: per object (ground-truth objects, or the top predictions when there is no
@@ -10,9 +10,12 @@
   boxes that cross that slice, then one maximum-intensity projection along axis 0 with every box
   projected into axes (1, 2).
 
-Sizes are fixed by the layout, not by the content: each panel is ``PANEL_PX`` square under a
-``LABEL_PX`` caption band, plus a ``HEADER_PX`` band for a title (:func:`figure_size_px`), at
-``DPI`` 80. The toy images are noise, which compresses badly, so PNGs are quantised to a 64-colour
+Colours and legend: ``toy_data.palette`` (the same in ``toy_data preview`` and the study report).
+
+Sizes are fixed by the layout, not by the content: each panel is ``panel_px`` square (at least
+``PANEL_PX``; :func:`draw_case` uses the image's in-plane size when larger, so a 320 x 320 input is
+drawn at 320 x 320, never shrunk) under a ``LABEL_PX`` caption band, plus a ``HEADER_PX`` band for a
+title (:func:`figure_size_px`), at ``DPI`` 80; labels are ``FONT_PT`` points (10 px). The toy images are noise, which compresses badly, so PNGs are quantised to a 64-colour
 fixed palette (64 grey levels + the annotation colours) before saving.
 """
 
@@ -26,16 +29,24 @@ from pathlib import Path
 import numpy as np
 
 from retina_unet.atomic_io import write_bytes_atomic
+from toy_data.palette import (
+    CLASS_COLOURS,
+    GT_STYLE,
+    MASK_COLOUR,
+    OTHER_COLOUR,
+    PRED_STYLE,
+    class_colour,
+    legend,
+)
 
 DPI = 80
-PANEL_PX = 240
+PANEL_PX = 240  # the smallest panel; larger images get their own size
 LABEL_PX = 16
 HEADER_PX = 28
+FONT_PT = 9  # 10 px at 80 dpi: legible box labels and captions
 PALETTE_COLOURS = 64
-GT_COLOUR = "lime"
-SEG_COLOUR = "orange"
-CLASS_COLOURS = {1: "cyan", 2: "magenta", 3: "yellow", 4: "tomato"}
-LEGEND = "green: ground truth; dashed: predictions (cyan class 1, magenta class 2); orange: segmentation"
+SEG_COLOUR = MASK_COLOUR
+LEGEND = legend()
 
 
 @dataclass
@@ -51,9 +62,18 @@ class Panel:
     window: tuple[float, float, float, float] | None = None  # (lo_0, lo_1, hi_0, hi_1) to zoom to
 
 
-def figure_size_px(n_rows: int, n_cols: int, title: bool = True) -> tuple[int, int]:
-    """(width, height) in pixels of a figure of ``n_rows`` x ``n_cols`` panels."""
-    return n_cols * PANEL_PX, n_rows * (PANEL_PX + LABEL_PX) + (HEADER_PX if title else 0)
+def figure_size_px(n_rows: int, n_cols: int, title: bool = True, panel_px: int = PANEL_PX) -> tuple[int, int]:
+    """(width, height) in pixels of a figure of ``n_rows`` x ``n_cols`` panels of ``panel_px``."""
+    return n_cols * panel_px, n_rows * (panel_px + LABEL_PX) + (HEADER_PX if title else 0)
+
+
+def panel_size_px(panels: Sequence[Panel]) -> int:
+    """The panel size that shows every panel at least at its own resolution (>= ``PANEL_PX``)."""
+    sides = [PANEL_PX]
+    for p in panels:
+        lo0, lo1, hi0, hi1 = p.window or (0, 0, *p.image.shape)
+        sides.append(int(np.ceil(max(hi0 - lo0, hi1 - lo1))))
+    return max(sides)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -208,7 +228,7 @@ def _draw_panel(ax, panel: Panel) -> None:
     if panel.contour is not None and panel.contour.max() > 0.5 and panel.contour.min() < 0.5:
         ax.contour(panel.contour, levels=[0.5], colors=SEG_COLOUR, linewidths=0.8)
     for lo0, lo1, hi0, hi1, kind, label in panel.boxes:
-        colour = GT_COLOUR if kind == "gt" else CLASS_COLOURS.get(kind, "white")
+        colour = class_colour(_gt_class(label)) if kind == "gt" else class_colour(kind)
         # pixel k is drawn over [k - 0.5, k + 0.5]; a box [lo, hi) spans lo - 0.5 .. hi - 0.5
         ax.add_patch(
             Rectangle(
@@ -218,7 +238,7 @@ def _draw_panel(ax, panel: Panel) -> None:
                 fill=False,
                 edgecolor=colour,
                 linewidth=1.2,
-                linestyle="-" if kind == "gt" else "--",
+                linestyle=GT_STYLE if kind == "gt" else PRED_STYLE,
             )
         )
         y = hi0 - 0.5 if kind == "gt" else lo0 - 0.5
@@ -227,9 +247,10 @@ def _draw_panel(ax, panel: Panel) -> None:
             y,
             label,
             color=colour,
-            fontsize=6,
+            fontsize=FONT_PT,
             va="top" if kind == "gt" else "bottom",
             clip_on=True,
+            bbox={"facecolor": "black", "alpha": 0.7, "pad": 1, "linewidth": 0},  # readable over noise
         )
     lo0, lo1, hi0, hi1 = panel.window or (0, 0, *panel.image.shape)
     ax.set_xlim(lo1 - 0.5, hi1 - 0.5)
@@ -237,8 +258,16 @@ def _draw_panel(ax, panel: Panel) -> None:
     ax.set_axis_off()
 
 
-def render_png(rows: Sequence[Sequence[Panel | None]], title: str = "") -> bytes:
-    """PNG bytes of a grid of panels (``None`` = blank); size :func:`figure_size_px`."""
+def _gt_class(label: str) -> int:
+    """The class of a ground-truth box from its label "gt c<k>"."""
+    try:
+        return int(label.rsplit("c", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def render_png(rows: Sequence[Sequence[Panel | None]], title: str = "", panel_px: int = PANEL_PX) -> bytes:
+    """PNG bytes of a grid of panels (``None`` = blank); size :func:`figure_size_px` with ``panel_px``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,26 +277,26 @@ def render_png(rows: Sequence[Sequence[Panel | None]], title: str = "") -> bytes
     n_rows, n_cols = len(rows), max((len(r) for r in rows), default=0)
     if n_rows == 0 or n_cols == 0:
         raise ValueError("rows: expected at least one panel")
-    w, h = figure_size_px(n_rows, n_cols, bool(title))
+    w, h = figure_size_px(n_rows, n_cols, bool(title), panel_px)
     fig = plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
     try:
         top = h - (HEADER_PX if title else 0)
         if title:
-            fig.text(0.5, 1 - HEADER_PX / 2 / h, title, ha="center", va="center", fontsize=7, wrap=True)
+            fig.text(0.5, 1 - HEADER_PX / 2 / h, title, ha="center", va="center", fontsize=FONT_PT, wrap=True)
         for r, row in enumerate(rows):
-            y0 = top - (r + 1) * (PANEL_PX + LABEL_PX)
+            y0 = top - (r + 1) * (panel_px + LABEL_PX)
             for c, panel in enumerate(row):
                 if panel is None:
                     continue
-                ax = fig.add_axes((c * PANEL_PX / w, y0 / h, PANEL_PX / w, PANEL_PX / h))
+                ax = fig.add_axes((c * panel_px / w, y0 / h, panel_px / w, panel_px / h))
                 _draw_panel(ax, panel)
                 fig.text(
-                    (c + 0.5) * PANEL_PX / w,
-                    (y0 + PANEL_PX + LABEL_PX / 2) / h,
+                    (c + 0.5) * panel_px / w,
+                    (y0 + panel_px + LABEL_PX / 2) / h,
                     panel.caption,
                     ha="center",
                     va="center",
-                    fontsize=6,
+                    fontsize=FONT_PT,
                 )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
@@ -287,7 +316,7 @@ def _palette():
     from PIL import Image
 
     greys = [round(255 * i / (PALETTE_COLOURS - 1)) for i in range(PALETTE_COLOURS)]
-    colours = [GT_COLOUR, SEG_COLOUR, *CLASS_COLOURS.values()]
+    colours = [SEG_COLOUR, OTHER_COLOUR, *CLASS_COLOURS.values()]
     entries = [(g, g, g) for g in greys] + [tuple(round(255 * c) for c in to_rgb(x)) for x in colours]
     flat = [v for e in entries for v in e]
     pal = Image.new("P", (1, 1))
@@ -320,10 +349,11 @@ def draw_case(
         max_objects: 3D: at most this many per-object slices.
 
     Returns:
-        ``path``. Its size is :func:`figure_size_px` ``(1, n_panels, title)``, where a 2D case
-        shows ``title`` as its caption (no header band) and a 3D case in a header band.
+        ``path``. Its size is :func:`figure_size_px` ``(1, n_panels, title, panel_size_px(panels))``
+        (panels at least at the image's resolution), where a 2D case shows ``title`` as its caption
+        (no header band) and a 3D case in a header band.
     """
     panels = case_panels(image, spatial_dims, gt, pred, seg, score_threshold, max_boxes, max_objects)
     if len(panels) == 1:  # 2D: the title is the caption, no header band
         panels[0].caption, title = title, ""
-    return write_bytes_atomic(path, render_png([panels], title))
+    return write_bytes_atomic(path, render_png([panels], title, panel_size_px(panels)))

@@ -133,7 +133,8 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
             failures.append(f"{r.run_id}: {type(exc).__name__}: {exc}")
     if not drawn:
         return None, "example predictions unavailable: " + "; ".join(failures)
-    colors = {1: "tab:orange", 2: "tab:cyan"}
+    from toy_data.palette import GT_STYLE, PRED_STYLE, class_colour, legend
+
     fig, axes = plt.subplots(len(drawn), n, figsize=(2.4 * n, 2.5 * len(drawn)), squeeze=False)
     for i, (r, images, preds, gts) in enumerate(drawn):
         for j in range(n):
@@ -141,13 +142,13 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
             top, left, size = _window(images[j], gts[j]["boxes"][0])
             ax.imshow(images[j][top:top + size, left:left + size], cmap="gray", vmin=0, vmax=1.2)
             for b, lab in zip(gts[j]["boxes"], gts[j]["labels"], strict=True):
-                _draw_box(ax, b, colors.get(int(lab), "w"), (top, left), ls="--", lw=1.0)
+                _draw_box(ax, b, class_colour(lab), (top, left), ls=GT_STYLE, lw=1.0)
             p = preds[j]
             order = np.argsort(-p["scores"], kind="stable")
             keep = [k for k in order if p["scores"][k] > score_floor][:3]
             for k in keep:
-                color = colors.get(int(p["labels"][k]), "r")
-                _draw_box(ax, p["boxes"][k], color, (top, left))
+                color = class_colour(p["labels"][k])
+                _draw_box(ax, p["boxes"][k], color, (top, left), ls=PRED_STYLE)
                 y0, x0 = float(p["boxes"][k][0]) - top, float(p["boxes"][k][1]) - left
                 ax.text(x0, y0 - 2, f"c{int(p['labels'][k])} {p['scores'][k]:.2f}", color=color, fontsize=7,
                         clip_on=True)
@@ -159,8 +160,8 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
                 ax.set_ylabel(f"{r.model}\nn={r.n_train}", fontsize=8)
             if i == 0:
                 ax.set_title(f"test #{j} (GT class {int(gts[j]['labels'][0])})", fontsize=8)
-    fig.suptitle("crops around the object; best epoch, no TTA\ndashed = ground truth, solid = top-3 predictions "
-                 "(score > 0.1)\norange = class 1 (disc), cyan = class 2 (disc with hole)", fontsize=8)
+    fig.suptitle(f"crops around the object; best epoch, no TTA; top-3 predictions (score > {score_floor:g})\n"
+                 f"{legend()}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -183,12 +184,12 @@ def curve_rows(envelopes) -> pd.DataFrame:
 
 def plot_learning_curves(envelopes, path: Path) -> tuple[Path | None, str]:
     """Validation mAP per epoch, mean over seeds (band = 95% t-interval), a line per model; a panel per
-    task and the largest and smallest training size. Returns (path or None, a note)."""
+    task and every training size (none left out). Returns (path or None, a note)."""
     df = curve_rows(envelopes).dropna(subset=["epoch", "val_mAP"])
     if df.empty or df["epoch"].nunique() < 2:
         return None, "no learning curves (the result files carry fewer than two epochs)"
-    sizes = sorted({df.n_train.max(), df.n_train.min()}, reverse=True)
-    df = df[df.n_train.isin(sizes)].assign(panel=lambda d: d.task_dim + ", n_train=" + d.n_train.astype(str))
+    sizes = sorted(df.n_train.unique(), reverse=True)
+    df = df.assign(panel=lambda d: d.task_dim + ", n_train=" + d.n_train.astype(str))
     panels = [f"{t}, n_train={n}" for t in sorted(df.task_dim.unique()) for n in sizes
               if ((df.task_dim == t) & (df.n_train == n)).any()]
     order = [m for m in MODEL_ORDER if m in set(df.model)] + sorted(set(df.model) - set(MODEL_ORDER))
@@ -201,4 +202,5 @@ def plot_learning_curves(envelopes, path: Path) -> tuple[Path | None, str]:
     g.figure.suptitle("learning curves: mean over seeds, band = 95% t-interval", y=1.03, fontsize=9)
     g.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(g.figure)
-    return path, f"{len(panels)} panel(s), {df.groupby(['model', 'n_train', 'seed', 'task_dim']).ngroups} run(s)"
+    return path, (f"{len(panels)} panel(s) (n_train {', '.join(str(n) for n in sizes)}), "
+                  f"{df.groupby(['model', 'n_train', 'seed', 'task_dim']).ngroups} run(s)")
