@@ -38,7 +38,7 @@ from retina_unet.rundir import (
     save_predictions,
     why_not_reusable,
 )
-from retina_unet.training import Trainer, TrainConfig
+from retina_unet.training import TrainConfig, Trainer
 from retina_unet.training.model import build_from_config
 
 

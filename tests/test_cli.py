@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from retina_unet import cli
 from tests.test_training import TinySegDetector, use_tiny_models  # noqa: F401

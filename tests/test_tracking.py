@@ -8,14 +8,13 @@ import json
 import sys
 
 import pytest
-import torch
 
 import retina_unet.training.tracking as tracking
 from retina_unet.cli import main
-from retina_unet.training import preset
-from retina_unet.training.curves import load_curve, plot_learning_curves
 from retina_unet.pipeline import write_run_metrics
 from retina_unet.rundir import PREDICTIONS_FILE, load_predictions
+from retina_unet.training import preset
+from retina_unet.training.curves import load_curve, plot_learning_curves
 from tests.test_training import TinySegDetector, _trainer, use_tiny_models  # noqa: F401
 
 EPOCH_COLUMNS = ["epoch", "step", "loss", "loss_ce", "val_mAP", "val_ap_1", "val_ap_2", "lr", "train_s", "val_s",

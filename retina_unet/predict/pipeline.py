@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from retina_unet.atomic_io import atomic_dir, check_output_dir, write_json_atomic
 from retina_unet.environment import resolve_device

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, preset
-from retina_unet.training.config import parse_overrides
 from retina_unet.study.store import StudyFolder
+from retina_unet.training.config import parse_overrides
 
 
 def _definition(args: argparse.Namespace) -> StudyDefinition:
