@@ -278,7 +278,7 @@ def load_run_models(path: str | Path, device="cpu", overrides: dict | None = Non
     """The models of a run directory (kept epochs per its ``ensemble_top_k``) or of one ``.pt`` file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint: no run directory or checkpoint at {path}")
+        raise FileNotFoundError(f"checkpoint: no file at {path} (expected a run directory or a checkpoint)")
     if path.is_dir():
         return RunDir(path).load_models(device=device, overrides=overrides)
     ck, cfg = read_checkpoint(path)
