@@ -89,7 +89,7 @@ def predict_examples(study_root: Path, envelope: dict[str, Any], n: int) -> tupl
     if not dataset_path.is_absolute():
         dataset_path = Path.cwd() / dataset_path
     models = RunDir(run_dir).load_models(ensemble=False, device="cpu").models
-    test = toy_data.load_dataset(dataset_path, verify=False).split("test")
+    test = toy_data.load_dataset(dataset_path, verify=False, splits=("test",)).split("test")
     images = np.asarray(test.images[:n], dtype=np.float32)
     x = torch.from_numpy(np.array(images if images.ndim == 4 else images[:, None]))  # a writable copy
     with torch.no_grad():
