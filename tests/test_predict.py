@@ -532,8 +532,11 @@ def test_test_split_readers_ignore_a_damaged_train_split(smoke_run, tmp_path, ca
     images = damaged / dataset_key(cfg) / "train" / "images.npy"
     images.write_bytes(images.read_bytes()[:1000])
     ev = tmp_path / "ev.json"
-    assert main(["evaluate", "--checkpoint", str(run), "--n", "2", "--data-root", str(damaged), "--out", str(ev)]) == 0
+    # --no-reuse: predict again (the run's stored test predictions would answer without the dataset)
+    assert main(["evaluate", "--checkpoint", str(run), "--n", "2", "--data-root", str(damaged), "--out", str(ev),
+                 "--no-reuse"]) == 0
     assert json.loads(ev.read_text())["n_images"] == 2
+    assert json.loads(ev.read_text())["meta"]["predictions"] == "predicted"
     assert main(["export-toy", str(run), "--out", str(tmp_path / "x"), "--n", "2", "--data-root", str(damaged)]) == 0
     assert len(list((tmp_path / "x").glob("*.npy"))) == 2
     capsys.readouterr()
