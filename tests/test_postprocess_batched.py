@@ -82,3 +82,31 @@ def test_top_candidates_masks_below_floor():
 @pytest.mark.parametrize("d", [2, 3])
 def test_device_equals_per_image(device, d):
     _compare(5, 4, 300, d, 3, 200, 50, device)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("d", [2, 3])
+def test_batched_postprocess_captures_in_a_cuda_graph(d):
+    # Capture fails on any host sync or pageable copy: this pins "no sync until results are read".
+    boxes, scores, labels, image_ids, _ = _candidates(8, 4, 500, d, 3, "cuda")
+    args = ((64,) * d, 0.1, 300, 0.3, 40, 0.01)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture (allocator, sort workspaces)
+        select_detections_batched(boxes, scores, labels, image_ids, 4, *args)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        det = select_detections_batched(boxes, scores, labels, image_ids, 4, *args)
+    for seed in (9, 10):
+        nb, ns, nl, _, _ = _candidates(seed, 4, 500, d, 3, "cuda")
+        n = min(nb.shape[0], boxes.shape[0])
+        boxes[:n].copy_(nb[:n])
+        scores[:n].copy_(ns[:n])
+        labels[:n].copy_(nl[:n])
+        graph.replay()
+        torch.cuda.synchronize()
+        want = select_detections_batched(boxes, scores, labels, image_ids, 4, *args).to_list()
+        for i, got in enumerate(det.to_list()):
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(got[key], want[i][key])

@@ -96,6 +96,13 @@ class BatchedDetections:
         ]
 
 
+def _clip_columns(boxes: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``clip_boxes`` without a host-to-device copy of the bounds (so it captures in a CUDA graph);
+    the same values: min(max(x, 0), size_k) per column."""
+    d = boxes.shape[1] // 2
+    return torch.stack([boxes[:, k].clamp(min=0).clamp(max=float(size[k % d])) for k in range(2 * d)], dim=1)
+
+
 def top_candidates(scores: torch.Tensor, score_floor: float, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row of ``scores (B, M)``: the ``min(k, M)`` best entries, by decreasing score.
 
@@ -155,7 +162,7 @@ def select_detections_batched(
     per_image = torch.zeros((num_images,), dtype=torch.int64, device=dev).index_add_(0, img, torch.ones_like(img))
     starts = torch.cumsum(per_image, 0) - per_image
     rank = torch.arange(n, device=dev) - starts[img_o]
-    b = clip_boxes(boxes[o].float(), image_size)
+    b = _clip_columns(boxes[o].float(), image_size)
     valid = ok[o] & (rank < pre_nms_top_k) & ((b[:, d:] - b[:, :d]) >= min_box_size).all(dim=1)
     b = torch.where(valid[:, None], b, torch.zeros_like(b))
     s = torch.where(valid, sc[o], torch.full_like(sc, float("-inf")))
