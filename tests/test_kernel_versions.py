@@ -170,3 +170,46 @@ def test_nms_nan_is_reported_at_the_one_sync(version):
         s[3] = float("nan")
         with pytest.raises(ValueError, match="scores contains NaN"):
             batched_nms(boxes, s, torch.zeros(100, dtype=torch.int64, device="cuda"), 0.5)
+
+
+# --- the debug switch for value checks that would synchronise ---------------------------------------
+
+
+def test_debug_switch_reads_environment_and_context(monkeypatch):
+    monkeypatch.delenv("RETINA_UNET_OPS_DEBUG", raising=False)
+    assert not ops.debug_checks()
+    monkeypatch.setenv("RETINA_UNET_OPS_DEBUG", "1")
+    assert ops.debug_checks()
+    with ops.debug_value_checks(False):
+        assert not ops.debug_checks()
+    monkeypatch.setenv("RETINA_UNET_OPS_DEBUG", "0")
+    assert not ops.debug_checks()
+
+
+def test_cpu_always_checks_values():
+    x = random_input(2, 1)
+    bad = torch.tensor([[5.0, 0, 0, 2, 2]], dtype=torch.float64)
+    with ops.debug_value_checks(False):
+        with pytest.raises(ValueError, match="batch index"):
+            roi_align(x, bad, 2)
+        with pytest.raises(ValueError, match="NaN"):
+            ops.box_iou(torch.tensor([[0.0, 0, float("nan"), 1]]), torch.zeros(1, 4))
+        with pytest.raises(ValueError, match="NaN"):
+            nms_padded(torch.tensor([[0.0, 0, float("nan"), 1]]), torch.zeros(1), 0.5, 3)
+
+
+@pytest.mark.cuda
+def test_cuda_value_checks_only_under_debug_switch():
+    x = random_input(2, 1).cuda()
+    bad = torch.tensor([[5.0, 0, 0, 2, 2]], dtype=torch.float64, device="cuda")
+    nan_boxes = torch.tensor([[0.0, 0, float("nan"), 1]], device="cuda")
+    with ops.debug_value_checks(False):
+        assert torch.equal(roi_align(x, bad, 2), torch.zeros(1, 3, 2, 2, dtype=torch.float64, device="cuda"))
+        nms_padded(nan_boxes, torch.zeros(1, device="cuda"), 0.5, 3)  # no check, no sync, no crash
+    with ops.debug_value_checks(True):
+        with pytest.raises(ValueError, match="batch index"):
+            roi_align(x, bad, 2)
+        with pytest.raises(ValueError, match="NaN"):
+            nms_padded(nan_boxes, torch.zeros(1, device="cuda"), 0.5, 3)
+        with pytest.raises(ValueError, match="NaN"):
+            ops.box_iou(nan_boxes, nan_boxes)
