@@ -146,9 +146,10 @@ def test_nms_versions_equal_reference(version, d, n):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("version", VERSIONS)
-def test_nms_removed_bitset_beyond_shared_memory(version):
-    # 400k candidates in 100 groups: 6,250 blocks of 64 > the 6,144 words v2 keeps in shared memory.
-    n = 400_000
+@pytest.mark.parametrize("n", [376_832, 400_000])
+def test_nms_removed_bitset_at_and_beyond_shared_memory(version, n):
+    # v2 keeps 5,888 words (blocks of 64 candidates) in shared memory: 376,832 candidates use all of
+    # it (the largest launch), 400,000 (6,250 blocks) the global-memory fallback. 100 groups.
     boxes, scores = random_boxes(n, 2, 41, side=3000.0, dtype=torch.float32)
     groups = torch.arange(n) % 100
     want = batched_nms(boxes, scores, groups, 0.5)  # CPU kernel
