@@ -21,7 +21,7 @@ from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
 from retina_unet.models.losses import box_regression_loss
 from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import empty_detections, op, select_detections
+from retina_unet.models.postprocess import op, select_detections_batched
 from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
 from retina_unet.models.rpn import RPN
 from retina_unet.models.sampling import sample_balanced
@@ -175,30 +175,31 @@ class TwoStageDetector(Detector):
         logits, deltas = self.box_head(self._pool(feats, proposals, cfg.box_pool_size))
         probs = F.softmax(logits.float(), dim=1)
         seg = self.seg_head.probabilities(self.crop(self.seg_head(feats[0]), size)) if self.with_seg else None
-        results, start = [], 0
-        for i, p in enumerate(proposals):
-            n = p.shape[0]
-            if n:
-                sc = probs[start : start + n, 1:]  # (R, C)
-                boxes = self.coder.decode(deltas[start : start + n, 1:].float(), p[:, None, :])  # (R, C, 2D)
-                lab = torch.arange(1, c + 1, device=images.device).expand(n, c)
-                det = select_detections(
-                    boxes.reshape(n * c, -1),
-                    sc.reshape(-1),
-                    lab.reshape(-1),
-                    size,
-                    cfg.score_floor,
-                    cfg.pre_nms_top_k,
-                    cfg.nms_iou,
-                    cfg.max_detections,
-                    cfg.min_box_size,
-                )
-            else:
-                det = empty_detections(self.spatial_dims, images.device)
-            if seg is not None:
+        # All images at once (models.postprocess.select_detections_batched): one host sync.
+        counts = [p.shape[0] for p in proposals]
+        props = torch.cat(proposals) if proposals else probs.new_zeros((0, 2 * self.spatial_dims))
+        r = props.shape[0]
+        boxes = self.coder.decode(deltas[:r, 1:].float(), props[:, None, :])  # (R, C, 2D)
+        lab = torch.arange(1, c + 1, device=images.device).expand(r, c)
+        image_ids = torch.repeat_interleave(
+            torch.arange(len(counts), device=images.device), torch.tensor(counts, device=images.device), output_size=r
+        )
+        results = select_detections_batched(
+            boxes.reshape(r * c, -1),
+            probs[:r, 1:].reshape(-1),
+            lab.reshape(-1),
+            image_ids[:, None].expand(r, c).reshape(-1),
+            images.shape[0],
+            size,
+            cfg.score_floor,
+            cfg.pre_nms_top_k,
+            cfg.nms_iou,
+            cfg.max_detections,
+            cfg.min_box_size,
+        ).to_list()
+        if seg is not None:
+            for i, det in enumerate(results):
                 det["seg"] = seg[i]
-            results.append(det)
-            start += n
         return results
 
 

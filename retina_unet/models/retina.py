@@ -21,7 +21,7 @@ from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
 from retina_unet.models.losses import box_regression_loss, focal_class_loss, shem_class_loss
 from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import empty_detections, select_detections
+from retina_unet.models.postprocess import select_detections_batched, top_candidates
 from retina_unet.models.segmentation import SegHead
 from retina_unet.nn.backbone import ResNetFPN, init_weights
 from retina_unet.nn.layers import ConvNormAct, conv_layer
@@ -151,31 +151,30 @@ class OneStageDetector(Detector):
         cfg, c, size = self.cfg, self.num_classes, tuple(images.shape[2:])
         probs = F.softmax(out["cls"].float(), dim=-1)[..., 1:]  # (B, A, C)
         seg = self.network.seg_head.probabilities(self.crop(out["seg"], size)) if self.with_seg else None
-        results = []
-        for i in range(images.shape[0]):
-            flat = probs[i].reshape(-1)
-            cand = torch.nonzero(flat > cfg.score_floor).squeeze(1)
-            if cand.numel() > cfg.pre_nms_top_k:
-                cand = cand[torch.topk(flat[cand], cfg.pre_nms_top_k).indices]
-            if cand.numel():
-                a = cand // c
-                boxes = self.coder.decode(out["box"][i][a].float(), anchors[a])
-                det = select_detections(
-                    boxes,
-                    flat[cand],
-                    cand % c + 1,
-                    size,
-                    cfg.score_floor,
-                    cfg.pre_nms_top_k,
-                    cfg.nms_iou,
-                    cfg.max_detections,
-                    cfg.min_box_size,
-                )
-            else:
-                det = empty_detections(self.spatial_dims, images.device)
-            if seg is not None:
+        # The whole batch at once on the device (models.postprocess): per-image top-k candidates,
+        # decode, then floor/clip/class-wise NMS/cap for all images; one host sync in to_list().
+        bsz = images.shape[0]
+        top_s, top_i, _ = top_candidates(probs.reshape(bsz, -1), cfg.score_floor, cfg.pre_nms_top_k)
+        a = top_i // c
+        deltas = out["box"].gather(1, a[..., None].expand(-1, -1, out["box"].shape[-1]))
+        boxes = self.coder.decode(deltas.float(), anchors[a])
+        image_ids = torch.arange(bsz, device=images.device).repeat_interleave(top_s.shape[1])
+        results = select_detections_batched(
+            boxes.reshape(-1, boxes.shape[-1]),
+            top_s.reshape(-1),
+            (top_i % c + 1).reshape(-1),
+            image_ids,
+            bsz,
+            size,
+            cfg.score_floor,
+            cfg.pre_nms_top_k,
+            cfg.nms_iou,
+            cfg.max_detections,
+            cfg.min_box_size,
+        ).to_list()
+        if seg is not None:
+            for i, det in enumerate(results):
                 det["seg"] = seg[i]
-            results.append(det)
         return results
 
 
