@@ -26,9 +26,13 @@ class Detector(nn.Module):
     name: str = "detector"
     needs_masks: bool = False
     has_segmentation: bool = False
+    # segmentation mode when ``cfg.seg_classes`` is None (MDT's setting for the model)
+    default_seg_classes: str = "per_class"
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if self.has_segmentation and cfg.seg_classes is None:
+            cfg = cfg.replace(seg_classes=self.default_seg_classes)  # recorded resolved in model.cfg
         self.cfg = cfg
         self.spatial_dims = cfg.spatial_dims
         self.num_classes = cfg.num_classes

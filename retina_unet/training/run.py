@@ -7,6 +7,7 @@ cache is written atomically under a file lock).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -196,6 +197,7 @@ def train_and_evaluate(
         "train_s": train_s,
         "wall_s": time.perf_counter() - t_start,
         "config": cfg.to_dict(),
+        "model_config": dataclasses.asdict(model.cfg),  # resolved (e.g. seg_classes per model)
         "seed": cfg.seed,
         "n_train": cfg.n_train,
         "git_commit": git_commit(),
