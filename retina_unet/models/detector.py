@@ -46,7 +46,8 @@ class Detector(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[dict]:
         """Per image: "boxes" (P, 2D) float32, "scores" (P,) float32, "labels" (P,) int64 in 1..C,
-        and "seg" (C+1, *S) float32 softmax probabilities when ``has_segmentation``."""
+        and "seg" (K, *S) float32 softmax probabilities when ``has_segmentation`` (channel 0 =
+        background; K = 2 with ``cfg.seg_classes == "binary"``, else C+1)."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, targets: Sequence[dict] | None = None):
