@@ -197,7 +197,10 @@ def train_and_evaluate(
         "train_s": train_s,
         "wall_s": time.perf_counter() - t_start,
         "config": cfg.to_dict(),
-        "model_config": dataclasses.asdict(model.cfg),  # resolved (e.g. seg_classes per model)
+        # the resolved model settings (e.g. seg_classes per model); None for models without a cfg
+        "model_config": (
+            dataclasses.asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else None
+        ),
         "seed": cfg.seed,
         "n_train": cfg.n_train,
         "git_commit": git_commit(),
