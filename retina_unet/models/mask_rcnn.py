@@ -62,7 +62,9 @@ class TwoStageDetector(Detector):
         self.mask_head = (
             MaskHead(d, cfg.fpn_channels, cfg.head_channels, c, cfg.norm) if self.with_mask else None
         )
-        self.seg_head = SegHead(d, self.backbone.out_channels[0], c, self.cfg.seg_classes) if self.with_seg else None
+        self.seg_head = (
+            SegHead(d, self.backbone.out_channels[0], c, self.cfg.seg_classes) if self.with_seg else None
+        )
         self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_bg_iou, low_quality=False)
         self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
         self.required_multiple = self.backbone.required_multiple

@@ -22,7 +22,9 @@ class SegHead(nn.Module):
     """1x1 conv: P0 features ``(B, ch, *S)`` -> logits ``(B, K, *S)``, K = 2 ("binary") or
     ``num_classes + 1`` ("per_class")."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, num_classes: int, mode: str = "per_class") -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, num_classes: int, mode: str = "per_class"
+    ) -> None:
         super().__init__()
         if mode not in ("binary", "per_class"):
             raise ValueError(f"seg_classes must be 'binary' or 'per_class', got {mode!r}")
