@@ -1,7 +1,7 @@
 """Mask R-CNN, Faster R-CNN+ (mask loss off) and U-FRCNN+ (Faster R-CNN+ on the U-FPN + P0 seg loss).
 
-Recipe: backbone -> RPN proposals -> (training) add ground truth, match (IoU >= roi_fg_iou), sample
-RoIs -> multi-level RoIAlign (``retina_unet.ops.roi_align``) -> box head (class + class-specific
+Recipe: backbone -> RPN proposals -> (training) add ground truth, match (IoU >= roi_fg_iou positive,
+< roi_bg_iou negative, in between ignored), sample RoIs -> multi-level RoIAlign (``retina_unet.ops.roi_align``) -> box head (class + class-specific
 deltas) [-> mask head on positives, per-class sigmoid masks at 2x the mask pool size].
 Mask targets are the object's class channel of the image's class map, RoIAligned to the mask grid
 and thresholded at 0.5 (instances of one class that overlap a RoI would leak in; the toys have one
@@ -56,14 +56,16 @@ class TwoStageDetector(Detector):
             min_level=0 if self.with_seg else self.levels[0],
             fine_channels=cfg.fine_channels,
         )
-        init_weights(self.backbone)
+        init_weights(self.backbone, cfg.init)
         self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)
         self.box_head = BoxHead(d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c)
         self.mask_head = (
             MaskHead(d, cfg.fpn_channels, cfg.head_channels, c, cfg.norm) if self.with_mask else None
         )
-        self.seg_head = SegHead(d, self.backbone.out_channels[0], c) if self.with_seg else None
-        self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_fg_iou, low_quality=False)
+        self.seg_head = (
+            SegHead(d, self.backbone.out_channels[0], c, self.cfg.seg_classes) if self.with_seg else None
+        )
+        self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_bg_iou, low_quality=False)
         self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
         self.required_multiple = self.backbone.required_multiple
 
