@@ -83,15 +83,21 @@ def _dry_run(definition: StudyDefinition, out: Path) -> int:
     from retina_unet.study.engine import TrainingEngine
     from retina_unet.study.runner import plan_study
 
-    planned = plan_study(definition, TrainingEngine())
     folder = StudyFolder(out)
     folder.check_definition(definition)
+    existing = folder.load_definition()
+    if existing is not None:
+        added = existing.added_by(definition)
+        if added:
+            print(f"grows the study in {out}: adds " + "; ".join(f"{k} {v}" for k, v in added.items()))
+        definition = existing.union(definition)
+    planned = plan_study(definition, TrainingEngine(), folder.planned_specs(definition))
     done = 0
     for spec, h in planned:
         finished = folder.read_result(f"{spec.label}-{h}", h) is not None
         done += finished
         print(f"{'finished' if finished else 'to run  '}  {spec.label}-{h}")
-    print(f"{definition.name} ({definition.hash}): {len(planned)} runs, {done} finished, {len(planned) - done} to run "
+    print(f"{definition.name} ({definition.protocol_hash}): {len(planned)} runs, {done} finished, {len(planned) - done} to run "
           f"-> {out}")
     return 0
 

@@ -34,7 +34,7 @@ class RunJob:
     spec: RunSpec
     config_hash: str
     study_root: str
-    study_hash: str
+    study_hash: str  # the study's protocol hash (StudyDefinition.protocol_hash)
     data_root: str | None = None
     threads: int | None = None  # torch intra-op threads; None = leave as is
     backend: str = "local"
@@ -57,7 +57,7 @@ def _folder_here(job: RunJob) -> StudyFolder | None:
         definition = folder.load_definition()
     except StudyError:
         return None
-    return folder if definition is not None and definition.hash == job.study_hash else None
+    return folder if definition is not None and definition.protocol_hash == job.study_hash else None
 
 
 def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
