@@ -6,6 +6,8 @@ Examples::
     python -m retina_unet.study run --preset smoke --backend ray     # a local Ray instance
     python -m retina_unet.study run --preset paper --backend ray --address auto --gpus-per-run 1
     python -m retina_unet.study run --preset quick --n-train 1000 100 20 --seeds 0 1 --out studies/q2
+    python -m retina_unet.study run --out studies/quick --seeds 3 4      # grow a study: two more seeds
+    python -m retina_unet.study run --preset quick --until-resolved --max-seeds 8
     python -m retina_unet.study status --out studies/quick
     python -m retina_unet.study report --out studies/quick           # -> reports/quick/README.md
 """
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, parse_overrides, preset
+from retina_unet.study.definition import PRESETS, STUDY_PRESET_NOTES, StudyDefinition, StudyError, parse_overrides, preset
 from retina_unet.study.store import StudyFolder
 
 
@@ -64,8 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(definition, out)
     command = getattr(args, "command_line", None) or " ".join(
         ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
-    summary = run_study(definition, out, backend=backend, data_root=args.data_root, progress=not args.no_progress,
-                        max_runs=args.max_runs, command=command)
+    if args.until_resolved:
+        from retina_unet.study.grow import run_until_resolved
+
+        if args.max_runs is not None:
+            raise StudyError("--until-resolved cannot be combined with --max-runs")
+        grown = run_until_resolved(definition, out, max_seeds=args.max_seeds, backend=backend,
+                                   data_root=args.data_root, progress=not args.no_progress, command=command)
+        summary = grown.sweeps[-1]
+    else:
+        summary = run_study(definition, out, backend=backend, data_root=args.data_root,
+                            progress=not args.no_progress, max_runs=args.max_runs, command=command)
     print(f"[study] {len(summary.done)} run(s) done, {len(summary.failed)} failed, {summary.skipped} already "
           f"finished, {summary.total} in the study; {summary.wall_time_s:.0f} s", file=sys.stderr)
     if summary.failed:
@@ -144,7 +155,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for name, d in PRESETS.items():
         print(f"{name}: {len(d.runs())} runs = {len(d.tasks)} task(s) x {len(d.models)} model(s) x "
               f"{len(d.n_train)} size(s) x {len(d.seeds)} seed(s) x {len(d.dims)} dim(s); training preset "
-              f"{d.train_preset!r}\n  {json.dumps(d.to_dict())}")
+              f"{d.train_preset!r}; {STUDY_PRESET_NOTES.get(name, '')}\n  {json.dumps(d.to_dict())}")
     return 0
 
 
@@ -181,6 +192,11 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray instance (default: all)")
     run.add_argument("--data-root", help="toy-data folder for the training engine")
     run.add_argument("--max-runs", type=int, help="run at most this many runs in this sweep")
+    run.add_argument("--until-resolved", action="store_true",
+                     help="then add seeds, one at a time, to the cells of the paper's claims that are still "
+                          "unresolved, keeping every finished run (stops when resolved or at --max-seeds)")
+    run.add_argument("--max-seeds", type=int, default=10, metavar="K",
+                     help="--until-resolved: at most K seeds per cell (default 10)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     run.add_argument("--report", action="store_true", help="write the report when the study is complete")
