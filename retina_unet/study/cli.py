@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retina_unet.study.definition import PRESETS, STUDY_PRESET_NOTES, StudyDefinition, StudyError, parse_overrides, preset
+from retina_unet.study.definition import PRESETS, StudyDefinition, StudyError, parse_overrides, preset
 from retina_unet.study.store import StudyFolder
 
 
@@ -30,7 +30,10 @@ def _definition(args: argparse.Namespace) -> StudyDefinition:
     base = None
     if args.preset is None and args.out and (Path(args.out) / "study.json").exists():
         base = StudyFolder(args.out).load_definition()
-    base = base or preset(args.preset or "quick")
+    if base is None:
+        from retina_unet.study.definition import DEFAULT_PRESET
+
+        base = preset(args.preset or DEFAULT_PRESET)
     changes = {k: tuple(v) for k, v in (("tasks", args.tasks), ("models", args.models), ("n_train", args.n_train),
                                          ("seeds", args.seeds), ("dims", args.dims)) if v}
     if args.train_preset:
@@ -152,6 +155,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from retina_unet.study.definition import STUDY_PRESET_NOTES
+
     for name, d in PRESETS.items():
         print(f"{name}: {len(d.runs())} runs = {len(d.tasks)} task(s) x {len(d.models)} model(s) x "
               f"{len(d.n_train)} size(s) x {len(d.seeds)} seed(s) x {len(d.dims)} dim(s); training preset "

@@ -218,6 +218,7 @@ PRESETS: dict[str, StudyDefinition] = {
     ),
 }
 PRESET_NAMES = tuple(PRESETS)
+DEFAULT_PRESET = "quick"  # `make study` and `study run` without --preset on a new folder
 
 # Cost of each preset at today's per-run cost (1 torch thread per run, 2 workers on 2 idle cores):
 # measured 77 CPU-s (Retina Net) and 146 CPU-s (Retina U-Net) per quick run (reports/quick); Mask

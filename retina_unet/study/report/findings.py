@@ -169,6 +169,8 @@ class Part:
         if self.est.n < 2:
             return ""
         mdd = min_detectable(self.est.sd, self.est.n)
+        if self.verdict in RESOLVED:
+            return f"resolved; MDD {mdd:.3f} with {self.est.n} seeds"
         need = seeds_needed(self.est.sd, self.est.mean - self.threshold)
         need_txt = f"{need}" if need is not None else f"> {MAX_SEEDS_PLANNED}"
         return f"MDD {mdd:.3f} with {self.est.n} seeds; observed gap {abs(self.est.mean - self.threshold):.3f} needs ~{need_txt}"
