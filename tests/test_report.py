@@ -108,3 +108,22 @@ def test_results_of_older_configs_are_left_out(tmp_path):
 
     text = write_report(tmp_path / "s", tmp_path / "r", engine=Changed()).read_text()
     assert "2 result file(s) from older training configs" in text and "No finished runs yet." in text
+
+
+@pytest.mark.slow
+def test_report_draws_examples_from_stored_predictions_and_regenerates_identically(tmp_path):
+    """A real (smoke-preset) run: the example panel comes from the run's test_predictions.pt, and
+    nothing is re-run (the model files are removed before the report)."""
+    defn = StudyDefinition(name="real", tasks=("donuts_shape",), models=("retina_net",), n_train=(8,), seeds=(0,),
+                           train_preset="smoke")
+    study = tmp_path / "s"
+    assert run_study(defn, study, backend=LocalBackend(1), progress=False, data_root=tmp_path / "data").complete
+    for ckpt in study.glob("runs/*/out/*.pt"):
+        if ckpt.name != "test_predictions.pt":
+            ckpt.unlink()
+    a, b = tmp_path / "a", tmp_path / "b"
+    text = write_report(study, a, command="cmd").read_text()
+    write_report(study, b, command="cmd")
+    assert "1 run(s) drawn" in text and (a / "examples.png").stat().st_size > 0
+    for p in sorted(a.iterdir()):
+        assert p.read_bytes() == (b / p.name).read_bytes(), p.name

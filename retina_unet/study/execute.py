@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import os
 import platform
 import resource
 import shutil
@@ -93,7 +94,7 @@ def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
         # about the wall time the run would take on an otherwise idle core (sizing on a busy machine).
         envelope.update(status="ok", config=cfg_dict, result=result,
                         runner={**runner, "wall_time_s": wall, "cpu_s": _cpu_seconds() - cpu0,
-                                "platform": platform.platform()})
+                                "platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count()})
         if folder is not None:
             folder.commit(work, envelope)
             envelope = folder.read_result(job.run_id, job.config_hash) or envelope
@@ -109,6 +110,17 @@ def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
         if folder is not None:
             folder.record_failure(envelope)
         return envelope
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), for the report's "machine" line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _cpu_seconds() -> float:
