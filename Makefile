@@ -34,7 +34,7 @@ data: build
 	$(PY) -m toy_data generate --dim 2 --out data/toy2d
 	$(PY) -m toy_data preview data/toy2d/donuts_shape --out data/toy2d/donuts_shape_preview.png
 
-# The main job: the toy scaling study (PRESET=quick by default; smoke | quick | paper), resumable,
+# The main job: the toy scaling study (PRESET=quick by default; `python -m retina_unet.study presets` lists them), resumable,
 # results under studies/$(PRESET), report under reports/$(PRESET).
 study: build
 	$(PY) -m retina_unet.study run --preset $(PRESET) --report

@@ -37,7 +37,7 @@ def test_a_study_writes_one_named_result_per_run(tmp_path):
     assert len(names) == 4
     assert names[0].startswith("donuts_shape-2d-retina_net-n100-s0-") and len(names[0].split("-")[-1]) == len("0123456789ab.json")
     env = json.loads((out / "results" / names[0]).read_text())
-    assert env["status"] == "ok" and env["spec"]["model"] == "retina_net" and env["study_hash"] == small().hash
+    assert env["status"] == "ok" and env["spec"]["model"] == "retina_net" and env["study_hash"] == small().protocol_hash
     assert env["result"]["checkpoint"].startswith("runs/")  # engine paths relocated into the study folder
     assert (out / env["result"]["checkpoint"]).exists() and not any((out / "work").iterdir())
     assert json.loads((out / "study.json").read_text())["hash"] == small().hash
@@ -77,8 +77,10 @@ def test_a_different_definition_is_refused_and_nothing_is_overwritten(tmp_path):
     out = tmp_path / "s"
     run(small(), out)
     before, study = snapshot(out), (out / "study.json").read_bytes()
-    with pytest.raises(StudyError, match="holds study 't'.*seeds: folder has"):
-        run(small(seeds=(0, 1)), out)
+    with pytest.raises(StudyError, match="holds study 't' run with another protocol.*train_preset: folder has 'smoke'"):
+        run(small(train_preset="cpu"), out)
+    with pytest.raises(StudyError, match="overrides: folder has"):
+        run(small(overrides={"epochs": 3}), out)
     assert snapshot(out) == before and (out / "study.json").read_bytes() == study
 
 
