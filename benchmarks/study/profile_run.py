@@ -55,44 +55,44 @@ def _instrument() -> None:
     import retina_unet.inference.predictor as predictor
     import retina_unet.models.mask_rcnn as mask_rcnn
     import retina_unet.models.retina as retina
-    import retina_unet.models.roi_heads as roi_heads
-    import retina_unet.models.rpn as rpn
+    import retina_unet.pipeline as pipeline
     import retina_unet.training.engine as engine
-    import retina_unet.training.run as run
+    from retina_unet import ops
+    from retina_unet.rundir import RunDir
 
-    run.ensure_dataset = _timed("dataset (generate or load)", run.ensure_dataset, "data")
-    run.evaluate_models = _timed("total", run.evaluate_models, "test")
+    pipeline.ensure_dataset = _timed("dataset (generate or load)", pipeline.ensure_dataset, "data")
+    pipeline.predict_loaded = _timed("total", pipeline.predict_loaded, "test")
     engine.Trainer.validate = _timed("total", engine.Trainer.validate, "val")
     engine.Trainer._train_epoch = _timed("epoch incl. validation", engine.Trainer._train_epoch, "train")
     engine.evaluate_detections = _timed("evaluation (AP)", engine.evaluate_detections)
-    run.evaluate_detections = _timed("evaluation (AP)", run.evaluate_detections)
+    pipeline.evaluate_detections = _timed("evaluation (AP)", pipeline.evaluate_detections)
     engine.save_checkpoint = _timed("checkpoint save", engine.save_checkpoint)
     sampler_cls = engine.BatchSampler
     sampler_cls.next_batch = _timed("batch sampling", sampler_cls.next_batch)
     for mod in (retina, mask_rcnn):
-        mod.select_detections = _timed("post-processing (select_detections)", mod.select_detections)
-    for mod in (rpn, roi_heads, mask_rcnn):
-        orig_op = mod.op
-        mod.op = lambda name, _orig=orig_op: _timed(f"compiled op {name}", _orig(name))
-    predictor.weighted_box_clustering = _timed("WBC merge", predictor.weighted_box_clustering)
-    predictor._nms = _timed("NMS merge", predictor._nms)
-    orig_build = run.build_from_config
+        mod.select_detections_batched = _timed("post-processing (select_detections_batched)",
+                                               mod.select_detections_batched)
+    for name in ("roi_align", "batched_nms"):  # the models call them as ops.<name> at call time
+        setattr(ops, name, _timed(f"compiled op {name}", getattr(ops, name)))
+    predictor.weighted_box_clustering_batched = _timed("WBC merge", predictor.weighted_box_clustering_batched)
+    predictor.nms = _timed("NMS merge", predictor.nms)
+    orig_build = pipeline.build_from_config
 
     def build(*args, **kwargs):
         model = _timed("model build", orig_build)(*args, **kwargs)
         _wrap_model(model)
         return model
 
-    run.build_from_config = build
-    orig_load = run.load_models
+    pipeline.build_from_config = build
+    orig_load = RunDir.load_models
 
-    def load(*args, **kwargs):
-        out = _timed("load kept epochs", orig_load)(*args, **kwargs)
-        for m in out[1]:
+    def load(self, *args, **kwargs):
+        out = _timed("load kept epochs", orig_load)(self, *args, **kwargs)
+        for m in out.models:
             _wrap_model(m)
         return out
 
-    run.load_models = load
+    RunDir.load_models = load
     torch.Tensor.backward = _timed("backward", torch.Tensor.backward)
     torch.optim.Adam.step = _timed("optimiser step", torch.optim.Adam.step)
 
@@ -109,8 +109,8 @@ def profile(model: str, threads: int, out_dir: Path, data_root: Path, task: str,
             overrides: dict) -> dict:
     import torch
 
+    from retina_unet.pipeline import train_and_evaluate
     from retina_unet.training import preset
-    from retina_unet.training.run import train_and_evaluate
 
     _TIMES.clear()
     _CALLS.clear()

@@ -21,7 +21,7 @@ from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
 from retina_unet.models.losses import box_regression_loss
 from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import op, select_detections_batched
+from retina_unet.models.postprocess import select_detections_batched
 from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
 from retina_unet.models.rpn import RPN
 from retina_unet.models.sampling import sample_balanced
@@ -159,7 +159,7 @@ class TwoStageDetector(Detector):
             )  # (1, C, *S)
             idx = torch.zeros((r.shape[0], 1), dtype=r.dtype, device=device)
             masks_t.append(
-                op("roi_align")(
+                ops.roi_align(
                     onehot, torch.cat([idx, r], 1).float(), mask_size, 1.0, ROI_SAMPLING_RATIO, True
                 )
             )

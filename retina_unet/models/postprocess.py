@@ -12,16 +12,6 @@ from retina_unet import ops
 from retina_unet.models.coder import clip_boxes
 
 
-def op(name: str):
-    """``retina_unet.ops.<name>``, with an actionable error while an op has not landed."""
-    fn = getattr(ops, name, None)
-    if fn is None:
-        raise RuntimeError(
-            f"retina_unet.ops.{name} is not available; the detection ops package must provide it"
-        )
-    return fn
-
-
 def empty_detections(d: int, device: torch.device) -> dict[str, torch.Tensor]:
     return {
         "boxes": torch.zeros((0, 2 * d), dtype=torch.float32, device=device),
@@ -60,7 +50,7 @@ def select_detections(
     boxes, scores, labels = boxes[big], scores[big].float(), labels[big]
     if scores.numel() == 0:
         return empty_detections(d, boxes.device)
-    keep = op("batched_nms")(boxes, scores, labels, nms_iou, max_output=max_detections)
+    keep = ops.batched_nms(boxes, scores, labels, nms_iou, max_output=max_detections)
     return {
         "boxes": boxes[keep].contiguous(),
         "scores": scores[keep].contiguous(),
@@ -168,7 +158,7 @@ def select_detections_batched(
     s = torch.where(valid, sc[o], torch.full_like(sc, float("-inf")))
     lab = labels[o].to(torch.int64)
     groups = lab * num_images + img_o  # one group per (class, image); a bijection for any labels
-    keep, _ = op("batched_nms_padded")(b, s, groups, nms_iou, n)
+    keep, _ = ops.batched_nms_padded(b, s, groups, nms_iou, n)
     # Kept candidates come by score descending (ties: position); per image, keep the best m.
     kept = keep >= 0
     pos = keep.clamp(min=0)

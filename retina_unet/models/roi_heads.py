@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from retina_unet.models.postprocess import op
+from retina_unet import ops
 from retina_unet.nn.layers import ConvNormAct, conv_layer, conv_transpose_layer
 
 
@@ -52,7 +52,7 @@ def multilevel_roi_align(
     if all_boxes.shape[0] == 0:
         return out
     lvl = assign_levels(all_boxes, levels, canonical_size, canonical_level)
-    roi_align = op("roi_align")
+    roi_align = ops.roi_align
     for k in levels:
         idx = torch.nonzero(lvl == k).squeeze(1)
         if idx.numel() == 0:

@@ -20,7 +20,6 @@ from retina_unet.models.coder import BoxCoder, clip_boxes
 from retina_unet.models.config import ModelConfig
 from retina_unet.models.losses import box_regression_loss, shem_negatives
 from retina_unet.models.matcher import NEGATIVE, Matcher
-from retina_unet.models.postprocess import op
 from retina_unet.nn.layers import ConvNormAct, conv_layer
 
 
@@ -97,7 +96,7 @@ class RPN(nn.Module):
             scores = obj[i, idx].float()
             ok = ((boxes[:, d:] - boxes[:, :d]) >= cfg.min_box_size).all(dim=1)
             boxes, scores, lvl = boxes[ok], scores[ok], lvl[ok]
-            keep = op("batched_nms")(boxes, scores, lvl, cfg.rpn_nms_iou, max_output=post)  # by score
+            keep = ops.batched_nms(boxes, scores, lvl, cfg.rpn_nms_iou, max_output=post)  # by score
             out.append(boxes[keep])
         return out
 
