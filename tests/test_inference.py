@@ -150,3 +150,32 @@ def test_wbc_3d():
 def test_predictor_rejects_bad_merge():
     with pytest.raises(ValueError, match="merge"):
         Predictor([ThresholdDetector(2)], merge="vote")
+
+
+def test_wbc_unequal_weights_hand_computed():
+    """Three boxes in one cluster, each with a different IoU, area and score; one member missing.
+
+    Input order is B, C, A so that the top box has to be found by score. Members: A -> 0, B -> 1,
+    C -> 1 (two boxes from one member), ``n_expected = 3``: 2 distinct members, n_missing = 1.
+
+    - A = [0, 0, 10, 10], s = 0.9, area 100, IoU(A, A) = 1            -> w_A = 100
+    - B = [5, 0, 15, 10], s = 0.6, area 100, inter 50, union 150, IoU 1/3    -> w_B = 100/3
+    - C = [2, 2, 12, 14], s = 0.3, area 120, inter 8*8 = 64, union 156, IoU 16/39 -> w_C = 640/13
+
+    sum w = 100 + 100/3 + 640/13 = 7120/39, mean w = 7120/117,
+    sum s*w = 90 + 20 + 192/13 = 1622/13.
+    score = (1622/13) / (7120/39 + 7120/117) = (1622/13) / (28480/117) = 7299/14240 ~ 0.51257.
+    (With all weights 1: 1.8 / (3 + 1) = 0.45; without the missing member: 1622*3/7120 ~ 0.683.)
+    Coordinates, weighted by s*w and divided by 1622/13:
+    x1 = (5*20 + 2*192/13) * 13/1622 = 842/811,  y1 = (2*192/13) * 13/1622 = 192/811,
+    x2 = (10*90 + 15*20 + 12*192/13) * 13/1622 = 8952/811,
+    y2 = (10*90 + 10*20 + 14*192/13) * 13/1622 = 8494/811.
+    A far box D = [40, 40, 50, 50] (member 0, s = 0.8) is its own cluster, 2 of 3 members missing: 0.8 * w / (w + 2 w) = 0.8/3.
+    """
+    boxes = torch.tensor([[5.0, 0, 15, 10], [2.0, 2, 12, 14], [40.0, 40, 50, 50], [0.0, 0, 10, 10]])
+    scores = torch.tensor([0.6, 0.3, 0.8, 0.9])
+    members = torch.tensor([1, 1, 0, 0])
+    b, s = weighted_box_clustering(boxes, scores, members, 3)
+    assert s.tolist() == pytest.approx([7299 / 14240, 0.8 / 3], rel=1e-6)
+    assert b[0].tolist() == pytest.approx([842 / 811, 192 / 811, 8952 / 811, 8494 / 811], rel=1e-6)
+    assert b[1].tolist() == pytest.approx([40, 40, 50, 50])
