@@ -17,7 +17,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install --upgrade pip setuptools wheel ninja
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install "numpy>=1.24" "scipy>=1.10" "seaborn>=0.13" "matplotlib>=3.7" "tqdm>=4.60" "pandas>=2.0" \
-	  "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
+	  "pytest>=8" "pytest-timeout>=2.3" "pytest-randomly>=3.15" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
 	  "tensorboard>=2.14"
 	touch $@
 

@@ -296,7 +296,6 @@ def test_presets_and_overrides():
 
 
 def test_train_and_evaluate_smoke(tmp_path, monkeypatch):
-    pytest.importorskip("toy_data")
     import retina_unet.training.run as run
 
     monkeypatch.setattr(
@@ -336,8 +335,6 @@ def test_resume_accepts_other_test_time_settings(tmp_path):
 
 
 def test_real_model_seeded_runs_are_identical(tmp_path):
-    pytest.importorskip("retina_unet.models")
-    pytest.importorskip("toy_data")
     from retina_unet.training import train_and_evaluate
 
     cfg = preset("smoke", 2, device="cpu", epochs=1, tta=False)
