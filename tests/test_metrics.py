@@ -21,10 +21,8 @@ from retina_unet.evaluation import (
     FROC_FP_RATES,
     average_precision,
     detection_metrics,
-    evaluate_detections,
     froc,
     froc_curve,
-    interpolated_precision,
     per_case_rows,
     sensitivity_at,
 )
@@ -238,15 +236,66 @@ def test_invariant_under_strictly_increasing_score_transform(data):
     assert a["paper"]["ap"] == b["paper"]["ap"] and a["paper"]["patient_ap"] == b["paper"]["patient_ap"]
 
 
+def _iou(a, b) -> float:
+    """IoU of two boxes (lo..., hi...) in any dimension, written out independently of the package."""
+    d = len(a) // 2
+    inter = np.prod(np.clip(np.minimum(a[d:], b[d:]) - np.maximum(a[:d], b[:d]), 0, None))
+    return float(inter / (np.prod(a[d:] - a[:d]) + np.prod(b[d:] - b[:d]) - inter))
+
+
+def _brute_force_ap(scores, is_tp, n_gt) -> float:
+    """101-point AP from the definition: rank by score (Python's stable sort), and at each recall
+    point r take the best precision among the ranks whose recall reaches r (0 if none does)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    points, tp = [], 0
+    for k, i in enumerate(order, start=1):
+        tp += bool(is_tp[i])
+        points.append((tp / n_gt, tp / k))
+    return sum(max([p for r_k, p in points if r_k >= r - 1e-12], default=0.0) for r in np.linspace(0, 1, 101)) / 101
+
+
+def _distinct_scores(preds):
+    """Break score ties by a tiny per-prediction offset (1e-4 x running index, far below the 1/16
+    steps), so the ranking does not depend on how ties are ordered."""
+    out, i = [], 0
+    for p in preds:
+        n = len(p["scores"])
+        out.append({**p, "scores": p["scores"] + 1e-4 * np.arange(i, i + n)})
+        i += n
+    return out
+
+
 @given(one_object_images())
-def test_agrees_with_paper_ap_and_brute_force_froc(data):
+def test_ap_equals_an_independent_brute_force(data):
+    """AP at IoU > 0.1 from first principles (one object per image, distinct scores): per image and
+    class, predictions scoring <= 0.1 are dropped, the highest-scoring one with IoU > 0.1 with an
+    object of its class is the TP, every other one an FP; then the 101-point AP by brute force."""
+    preds, tgts = data
+    preds = _distinct_scores(preds)
+    m = detection_metrics(preds, tgts, 2)
+    for c in (1, 2):
+        scores, is_tp, n_gt = [], [], 0
+        for p, g in zip(preds, tgts, strict=True):
+            gt = [b for b, lab in zip(g["boxes"], g["labels"], strict=True) if lab == c]
+            n_gt += len(gt)
+            mine = sorted((s, b) for s, b, lab in zip(p["scores"], p["boxes"], p["labels"], strict=True)
+                          if lab == c and s > 0.1)[::-1]
+            found = False
+            for s, b in mine:
+                hit = not found and bool(gt) and _iou(b, gt[0]) > 0.1
+                found |= hit
+                scores.append(s)
+                is_tp.append(hit)
+        expected = None if n_gt == 0 else _brute_force_ap(scores, is_tp, n_gt)
+        got = m["ap_by_iou"]["0.1"][str(c)]
+        assert got == (None if expected is None else pytest.approx(expected, abs=1e-12)), (c, got, expected)
+        assert m["paper"]["ap"][str(c)] == got
+
+
+@given(one_object_images())
+def test_agrees_with_brute_force_froc_and_ap(data):
     preds, tgts = data
     m = detection_metrics(preds, tgts, 2)
-    paper = evaluate_detections(preds, tgts, 2)
-    for c in (1, 2):
-        ap = paper["ap"][c]
-        assert m["ap_by_iou"]["0.1"][str(c)] == (None if ap is None else pytest.approx(ap))
-        assert m["paper"]["ap"][str(c)] == m["ap_by_iou"]["0.1"][str(c)]
     # FROC "all" against a brute force over every threshold, from the per-case detection list
     _, dets = per_case_rows(preds, tgts, 2)
     scores = np.array([d["score"] for d in dets])
@@ -259,5 +308,5 @@ def test_agrees_with_paper_ap_and_brute_force_froc(data):
             if (keep & ~tp).sum() / n <= f:
                 best = max(best, (keep & tp).sum() / n_gt)
         assert got == pytest.approx(best)
-    # and the interpolated precision averages to the AP
-    assert average_precision(scores, tp, n_gt) == pytest.approx(interpolated_precision(scores, tp, n_gt).mean())
+    # and the AP of the pooled ranking (ties in input order) against the brute force
+    assert average_precision(scores, tp, n_gt) == pytest.approx(_brute_force_ap(scores, tp, n_gt), abs=1e-12)
