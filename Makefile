@@ -10,7 +10,7 @@ LOCK := flock $(CURDIR)/build/.lock
 PRESET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: venv build study data preview test test-all bench bench-cpu profile gpu-check lint clean
+.PHONY: venv build study data preview test test-all mutate bench bench-cpu profile gpu-check lint clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: build
 
 test-all: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Mutation testing (slow; not part of `make test`): mutmut over inference, evaluation, the study
+# report, training checkpoint/resume and toy_data, each against its fast tests. Report under
+# reports/mutation/. One group: make mutate GROUPS=inference
+GROUPS ?=
+mutate: build
+	$(PIP) install "mutmut>=3.3,<4"
+	$(PY) -m reports.mutation $(GROUPS)
 
 bench: build
 	$(PY) -m pytest benchmarks/test_bench_nms.py benchmarks/test_bench_roi_align.py --benchmark-only --benchmark-json=reports/kernels/bench_cpu.json $(PYTEST_ARGS)
