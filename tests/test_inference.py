@@ -179,3 +179,99 @@ def test_wbc_unequal_weights_hand_computed():
     assert s.tolist() == pytest.approx([7299 / 14240, 0.8 / 3], rel=1e-6)
     assert b[0].tolist() == pytest.approx([842 / 811, 192 / 811, 8952 / 811, 8494 / 811], rel=1e-6)
     assert b[1].tolist() == pytest.approx([40, 40, 50, 50])
+
+
+# --- Predictor merging by hand ------------------------------------------------------------------
+class FixedDetector(torch.nn.Module):
+    """Returns the same given predictions for every image (records whether it ran in eval mode)."""
+
+    def __init__(self, boxes, scores, labels, seg_value=None, spatial_dims=2):
+        super().__init__()
+        self.spatial_dims, self.num_classes = spatial_dims, 2
+        self.pred = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 2 * spatial_dims),
+                     "scores": torch.tensor(scores, dtype=torch.float32),
+                     "labels": torch.tensor(labels, dtype=torch.int64)}
+        self.seg_value, self.modes = seg_value, []
+
+    def predict(self, images):
+        self.modes.append(self.training)
+        out = []
+        for _ in images:
+            p = {k: v.clone() for k, v in self.pred.items()}
+            if self.seg_value is not None:
+                p["seg"] = torch.full((3, *images.shape[2:]), self.seg_value)
+            out.append(p)
+        return out
+
+
+A, B, C, D = [0.0, 0, 10, 10], [0.0, 0, 10, 12], [0.0, 5, 10, 15], [0.0, 20, 10, 30]
+
+
+def test_predictor_nms_merge_per_class_by_hand():
+    """Class 1: A 0.9, B 0.8 (IoU(A, B) = 100/120), C 0.7 (IoU(A, C) = 50/150 = 1/3), D 0.6 (apart);
+    class 2: A 0.5. NMS per class at 0.3 keeps A, D (and class 2's A: other class); at 0.4 also C."""
+    det = FixedDetector([A, B, C, D, A], [0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 1, 1, 2])
+    img = torch.zeros(1, 1, 32, 32)
+    p = Predictor([det], tta=False, merge="nms", nms_iou=0.3).predict(img)[0]
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.6, 0.5])
+    assert p["labels"].tolist() == [1, 1, 2] and p["boxes"].tolist() == [A, D, A]
+    p = Predictor([det], tta=False, merge="nms", nms_iou=0.4).predict(img)[0]
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6, 0.5]) and p["labels"].tolist() == [1, 1, 1, 2]
+    p = Predictor([det], tta=False, merge="nms", nms_iou=0.4, max_detections=2).predict(img)[0]
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.7]) and p["boxes"].tolist() == [A, C]
+
+
+def test_predictor_wbc_merge_counts_members_per_model_and_class():
+    """Two models, no TTA: 2 members. Class 1: A 0.8 (model 0) and A 0.4 (model 1), equal weights:
+    (0.8 + 0.4) / 2 = 0.6. Class 2: A 0.6 from model 0 only, one member missing: 0.6 / 2 = 0.3
+    (it is not clustered with class 1's A)."""
+    m0 = FixedDetector([A, A], [0.8, 0.6], [1, 2])
+    m1 = FixedDetector([A], [0.4], [1])
+    pred = Predictor([m0, m1], tta=False, merge="wbc")
+    assert pred.n_members == 2
+    p = pred.predict(torch.zeros(2, 1, 32, 32))
+    for q in p:  # both images
+        assert q["scores"].tolist() == pytest.approx([0.6, 0.3]) and q["labels"].tolist() == [1, 2]
+        assert torch.allclose(q["boxes"], torch.tensor([A, A]))
+    # wbc_iou reaches the clustering: A (0.8) and C (0.4) overlap with IoU 1/3: one cluster at the
+    # default threshold, two at 0.5 (each from one of the 2 members: 0.8 / 2 and 0.4 / 2).
+    m1c = FixedDetector([C], [0.4], [1])
+    q = Predictor([FixedDetector([A], [0.8], [1]), m1c], tta=False, merge="wbc", wbc_iou=0.5).predict(
+        torch.zeros(1, 1, 32, 32))[0]
+    assert q["scores"].tolist() == pytest.approx([0.4, 0.2]) and torch.allclose(q["boxes"], torch.tensor([A, C]))
+    q = Predictor([FixedDetector([A], [0.8], [1]), m1c], tta=False, merge="wbc").predict(
+        torch.zeros(1, 1, 32, 32))[0]
+    assert len(q["scores"]) == 1
+
+
+def test_predictor_none_merge_concatenates_sorted_and_averages_seg():
+    m0 = FixedDetector([A, D], [0.3, 0.9], [1, 2], seg_value=0.2)
+    m1 = FixedDetector([C], [0.5], [1], seg_value=0.6)
+    p = Predictor([m0, m1], tta=False, merge="none").predict(torch.zeros(1, 1, 32, 32))[0]
+    assert p["scores"].tolist() == pytest.approx([0.9, 0.5, 0.3]) and p["labels"].tolist() == [2, 1, 1]
+    assert p["boxes"].tolist() == [D, C, A]
+    assert p["seg"].shape == (3, 32, 32) and torch.allclose(p["seg"], torch.full((3, 32, 32), 0.4))
+    p = Predictor([m0, m1], tta=False, merge="none", max_detections=1).predict(torch.zeros(1, 1, 32, 32))[0]
+    assert p["scores"].tolist() == pytest.approx([0.9])
+    # nothing predicted by anyone: empty outputs of the right widths
+    empty = FixedDetector([], [], [])
+    for merge in ("wbc", "nms", "none"):
+        q = Predictor([empty, empty], tta=False, merge=merge).predict(torch.zeros(1, 1, 8, 8))[0]
+        assert q["boxes"].shape == (0, 4) and q["scores"].shape == (0,) and q["labels"].shape == (0,)
+
+
+def test_predictor_members_views_and_model_modes():
+    m0, m1 = FixedDetector([A], [0.8], [1]), FixedDetector([A], [0.8], [1])
+    assert Predictor([m0, m1], tta=True).n_members == 8  # 2 models x 4 mirror views
+    assert Predictor([m0], tta=True, max_views=2).n_members == 2
+    assert Predictor([m0], tta=True, mirror_axes=(1,)).views == [(), (1,)]
+    assert Predictor([m0], tta=False).views == [()]
+    m0.train()
+    m1.eval()
+    Predictor([m0, m1], tta=False, merge="none").predict(torch.zeros(1, 1, 8, 8))
+    assert m0.modes == [False] and m1.modes == [False]  # predicted in eval mode ...
+    assert m0.training and not m1.training  # ... and each left as it was
+    with pytest.raises(ValueError, match="at least one model"):
+        Predictor([])
+    with pytest.raises(ValueError, match="spatial_dims"):
+        Predictor([m0, FixedDetector([0.0, 0, 0, 1, 1, 1], [0.5], [1], spatial_dims=3)])
