@@ -275,3 +275,49 @@ def test_predictor_members_views_and_model_modes():
         Predictor([])
     with pytest.raises(ValueError, match="spatial_dims"):
         Predictor([m0, FixedDetector([0.0, 0, 0, 1, 1, 1], [0.5], [1], spatial_dims=3)])
+
+
+def test_mirror_views_defaults_and_errors():
+    assert mirror_views(3, axes=(0, 1, 2)) == [(), (0,), (1,), (2,)]  # default max_views 4
+    with pytest.raises(ValueError, match=r"mirror axes \(2,\) outside 0\.\.1"):
+        mirror_views(2, axes=(2,))
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 4"):
+        mirror_views(4)
+
+
+def test_wbc_sub_pixel_boxes_weights_and_coordinates():
+    """Areas below 1 must weigh by their true size. A = [0, 0, .5, .5] (s .9, area 1/4), B =
+    [0, 0, .5, .25] (s .3, area 1/8, IoU 1/2 -> w 1/16), one member each of 2:
+    score = (.9/4 + .3/16) / (1/4 + 1/16) = .24375 / .3125 = .78;
+    hi_1 = (.5 * .225 + .25 * .01875) / .24375 = 0.48076923...
+    A lone box [0, 0, 1, 1] with score .5 (sum s*w = .5 < 1) keeps its coordinates."""
+    b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 0.5, 0.5], [0.0, 0, 0.5, 0.25]]),
+                                   torch.tensor([0.9, 0.3]), torch.tensor([0, 1]), 2)
+    assert s.tolist() == pytest.approx([0.78], rel=1e-6)
+    assert b[0].tolist() == pytest.approx([0, 0, 0.5, (0.5 * 0.225 + 0.25 * 0.01875) / 0.24375], rel=1e-6)
+    b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0.5]), torch.tensor([0]), 1)
+    assert b.tolist() == [[0, 0, 1, 1]] and s.tolist() == [0.5]
+
+
+def test_wbc_thresholds_are_strict():
+    # IoU(A, C) = 50/150 = 1/3 exactly: not > 1/3, so two clusters (each 1 of 2 members)
+    b, s = weighted_box_clustering(torch.tensor([A, C], dtype=torch.float64), torch.tensor([0.8, 0.4]),
+                                   torch.tensor([0, 1]), 2, iou_threshold=1 / 3)
+    assert s.tolist() == pytest.approx([0.4, 0.2])
+    # merged score exactly min_score (area 1, 0.04 / (1 + 3)) is dropped
+    b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64),
+                                   torch.tensor([0.04], dtype=torch.float64), torch.tensor([0]), 4)
+    assert 0.04 / 4 == 0.01 and s.shape == (0,) and b.shape == (0, 4)
+
+
+def test_wbc_outputs_float32_of_the_input_width():
+    for boxes in (torch.zeros(0, 6, dtype=torch.float64), torch.tensor([[0.0, 0, 0, 2, 2, 2]], dtype=torch.float64)):
+        # empty input, and input whose only cluster is dropped (1 of 100 members: 0.5 / 100 <= 0.01)
+        b, s = weighted_box_clustering(boxes, torch.full((len(boxes),), 0.5, dtype=torch.float64),
+                                       torch.zeros(len(boxes), dtype=torch.int64), 100)
+        assert b.shape == (0, 6) and s.shape == (0,) and b.dtype == s.dtype == torch.float32
+    b, s = weighted_box_clustering(torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 1)
+    assert b.shape == (0, 4)  # a flat empty tensor: 2D width
+    b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64),
+                                   torch.tensor([0.5], dtype=torch.float64), torch.tensor([0]), 1)
+    assert b.dtype == s.dtype == torch.float32
