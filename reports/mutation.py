@@ -44,7 +44,15 @@ WORK = ROOT / "build" / "mutation"
 # group -> (modules to mutate (globs), the fast test files that cover them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "inference": (["retina_unet/inference/*"], ["tests/test_inference.py"]),
-    "evaluation": (["retina_unet/evaluation/*"], ["tests/test_metrics.py", "tests/test_evaluation.py"]),
+    "evaluation": (
+        [f"retina_unet/evaluation/{m}.py" for m in ("ap", "matching", "froc", "metrics", "per_case")],
+        ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    ),
+    # file writing and figures: slower to test, so a group of their own
+    "evaluation_io": (
+        ["retina_unet/evaluation/export.py", "retina_unet/evaluation/plots.py"],
+        ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    ),
     "study_report": (["retina_unet/study/report/*"], ["tests/test_report.py"]),
     "training_resume": (
         ["retina_unet/training/checkpoint.py", "retina_unet/training/engine.py"],
