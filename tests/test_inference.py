@@ -321,3 +321,19 @@ def test_wbc_outputs_float32_of_the_input_width():
     b, s = weighted_box_clustering(torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64),
                                    torch.tensor([0.5], dtype=torch.float64), torch.tensor([0]), 1)
     assert b.dtype == s.dtype == torch.float32
+
+
+def test_predictor_defaults_and_single_member_passthrough():
+    det = FixedDetector([A], [0.8], [1])
+    pred = Predictor([det])
+    assert pred.n_members == 4 and pred.merge == "wbc" and pred.num_classes == 2  # TTA (4 views), WBC
+    # max_detections defaults to 100: 150 separate class-1 boxes of one member come out as 100
+    many = FixedDetector([[0.0, 10 * i, 5, 10 * i + 5] for i in range(150)], [0.5] * 150, [1] * 150)
+    p = Predictor([many], tta=False, merge="nms").predict(torch.zeros(1, 1, 8, 8))[0]
+    assert len(p["scores"]) == 100
+    # one member, merge "none": the model's own output, keys and all
+    det.pred["extra"] = torch.tensor([7])
+    p = Predictor([det], tta=False, merge="none").predict(torch.zeros(1, 1, 8, 8))[0]
+    assert set(p) == {"boxes", "scores", "labels", "extra"} and p["extra"].tolist() == [7]
+    with pytest.raises(ValueError, match="^Predictor needs at least one model$"):
+        Predictor([])
