@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,25 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "toy_data": (["toy_data/*"], ["tests/test_toy_data.py", "tests/test_toy_data_storage.py"]),
 }
+
+# Survivors judged equivalent (no test can tell them apart from the original), as (mutant-name
+# regex, regex on the diff's added line, why). Reviewed by hand; matched again on every run, so a
+# new survivor is never hidden by an old judgement unless it has the same shape.
+EQUIVALENT: list[tuple[str, str, str]] = [
+    (r"predictor\.x__nms__", r".", "unreachable: the pure-PyTorch NMS fallback runs only when "
+     "retina_unet.ops has no `nms`, and it always has (dead code)"),
+    (r".", r"device=None|\.to\(None\)\)$|, \)\)$|, \) for m, p in members", "on the CPU-only test machine, the device argument "
+     "changes nothing (it matters only for CUDA tensors)"),
+    (r"_merge__", r"torch\.full\(.*(dtype=None|\), m, device|\), cls, device)", "torch.full with an int fill "
+     "value already makes int64"),
+    (r"_merge__", r"new_zeros\(\(1,", "the empty fallback is indexed by the (empty) score order"),
+    (r"tta\.x_flip_(images|seg)__", r"or True", "flipping no axes is the identity"),
+    (r"tta\.x_flip_boxes__", r"if not view and boxes|numel\(\) == 1", "the loop over no axes / no boxes "
+     "returns an equal copy"),
+    (r"tta\.x_mirror_views__", r"len\(axes\) \+ 2", "combinations longer than the axes are empty"),
+    (r"wbc\.x_weighted_box_clustering__", r"\.to\(None\)$", "dtype only: float64 inputs stay float64; "
+     "float32 inputs differ below float32 output precision; int member ids stay integers"),
+]
 
 # mutmut's exit-code statuses that count as killed / as not tested
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -156,6 +176,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         raise RuntimeError(f"mutmut produced no results for {name}; see {dest / 'mutmut-run.log'}")
     survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED)
     diffs = _diffs(dest, survivors)
+    equivalent = {k: why for k in survivors if (why := _equivalent(k, diffs[k]))}
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
@@ -178,6 +199,8 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "per_module": {m: {"killed": k, "tested": t} for m, (k, t) in sorted(per_module.items())},
         "statuses": dict(sorted(statuses.items())),
         "survivor_diffs": diffs,
+        "equivalent": equivalent,
+        "score_without_equivalent": killed / (tested - len(equivalent)) if tested > len(equivalent) else None,
         "seconds": None if seconds is None else round(seconds, 1),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "commit": _commit(),
@@ -185,6 +208,14 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "command": f"python -m reports.mutation {name}" + (f" --tests-rev {tests_rev}" if tests_rev else ""),
         "env": {"python": platform.python_version(), "mutmut": _mutmut_version(), "cpus": os.cpu_count()},
     }
+
+
+def _equivalent(name: str, diff: str) -> str | None:
+    added = [ln[1:].rstrip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    for name_re, diff_re, why in EQUIVALENT:
+        if re.search(name_re, name) and any(re.search(diff_re, ln) for ln in added):
+            return why
+    return None
 
 
 def _commit() -> str:
@@ -214,6 +245,8 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
+        f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
+        f"**{_pct(res['score_without_equivalent'])}**",
         "",
         "| module | killed | tested | score |",
         "| --- | ---: | ---: | ---: |",
@@ -222,7 +255,9 @@ def write_group(res: dict) -> None:
         lines.append(f"| `{m}` | {kt['killed']} | {kt['tested']} | {_pct(kt['killed'] / kt['tested'] if kt['tested'] else None)} |")
     lines += ["", f"## Surviving mutants ({len(res['survivor_diffs'])})", ""]
     for k, diff in res["survivor_diffs"].items():
-        lines += [f"### `{k}` ({res['statuses'][k]})", "", "```diff", diff, "```", ""]
+        why = res["equivalent"].get(k)
+        lines += [f"### `{k}` ({res['statuses'][k]}{'; equivalent: ' + why if why else ''})", "",
+                  "```diff", diff, "```", ""]
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -232,18 +267,19 @@ def write_summary() -> None:
         p = OUT / f"{name}.json"
         if p.is_file():
             r = json.loads(p.read_text())
-            rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])} | {r['killed']} / {r['tested']} | "
-                        f"{len(r['survivor_diffs'])} | {_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
+            rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])} | {_pct(r['score_without_equivalent'])} | "
+                        f"{r['killed']} / {r['tested']} | {len(r['survivor_diffs'])} ({len(r['equivalent'])}) | "
+                        f"{_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
         else:
-            rows.append(f"| {name} | not run | | | | | |")
+            rows.append(f"| {name} | not run | | | | | | |")
     text = "\n".join([
         "# Mutation testing",
         "",
         "Generated by `make mutate` (`python -m reports.mutation [GROUP...]`); do not edit. Each group's "
         "page lists its surviving mutants with their diffs. Target: >= 85 % killed.",
         "",
-        "| group | score | killed / tested | survivors | time | date | commit |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| group | score | score without equivalent | killed / tested | survivors (equivalent) | time | date | commit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         *rows,
         "",
     ])

@@ -331,9 +331,19 @@ def test_predictor_defaults_and_single_member_passthrough():
     many = FixedDetector([[0.0, 10 * i, 5, 10 * i + 5] for i in range(150)], [0.5] * 150, [1] * 150)
     p = Predictor([many], tta=False, merge="nms").predict(torch.zeros(1, 1, 8, 8))[0]
     assert len(p["scores"]) == 100
+    # equal scores keep the models' order (a stable sort; torch's default sort reorders 17+ ties)
+    assert p["boxes"][:, 1].tolist() == [10.0 * i for i in range(100)]
     # one member, merge "none": the model's own output, keys and all
     det.pred["extra"] = torch.tensor([7])
     p = Predictor([det], tta=False, merge="none").predict(torch.zeros(1, 1, 8, 8))[0]
     assert set(p) == {"boxes", "scores", "labels", "extra"} and p["extra"].tolist() == [7]
     with pytest.raises(ValueError, match="^Predictor needs at least one model$"):
         Predictor([])
+
+
+def test_wbc_equal_scores_keep_input_order():
+    """40 separate boxes with equal scores: the clusters come out in input order (stable sorts;
+    torch's default sort reorders 17 or more ties)."""
+    boxes = torch.tensor([[0.0, 10 * i, 5, 10 * i + 5] for i in range(40)])
+    b, s = weighted_box_clustering(boxes, torch.full((40,), 0.5), torch.zeros(40, dtype=torch.int64), 1)
+    assert torch.equal(b, boxes) and s.tolist() == [0.5] * 40
