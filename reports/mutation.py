@@ -84,6 +84,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
 # mutmut's exit-code statuses that count as killed / as not tested
 KILLED = {"killed", "timeout", "caught by type check"}
 SKIPPED = {"skipped"}
+NOT_RUN = {"not checked"}  # an interrupted run (partial figures: the report says how many)
 
 
 def _copy_repo(dest: Path, tests_rev: str | None = None) -> None:
@@ -158,7 +159,8 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
     modules, tests = GROUPS[name]
     dest = WORK / (name + (f"@{tests_rev}" if tests_rev else ""))
     if reuse:
-        seconds = json.loads((dest / "run-seconds.json").read_text())
+        timing = dest / "run-seconds.json"  # absent when the run was interrupted
+        seconds = json.loads(timing.read_text()) if timing.is_file() else None
     else:
         _copy_repo(dest, tests_rev)
         _configure(dest, modules, tests)
@@ -174,20 +176,21 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
             statuses[key] = status.strip()
     if not statuses:
         raise RuntimeError(f"mutmut produced no results for {name}; see {dest / 'mutmut-run.log'}")
-    survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED)
+    survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
     diffs = _diffs(dest, survivors)
     equivalent = {k: why for k in survivors if (why := _equivalent(k, diffs[k]))}
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
     killed = sum(n for s, n in counts.items() if s in KILLED)
-    tested = sum(n for s, n in counts.items() if s not in SKIPPED)
+    tested = sum(n for s, n in counts.items() if s not in SKIPPED | NOT_RUN)
+    not_run = sum(n for s, n in counts.items() if s in NOT_RUN)
     per_module: dict[str, list[int]] = {}
     for k, s in statuses.items():
         mod = k.rsplit(".", 1)[0]  # "<module>.x_<function>__mutmut_<n>" (mutmut's names)
         kt = per_module.setdefault(mod, [0, 0])
         kt[0] += s in KILLED
-        kt[1] += s not in SKIPPED
+        kt[1] += s not in SKIPPED | NOT_RUN
     return {
         "group": name,
         "modules": modules,
@@ -195,6 +198,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "score": killed / tested if tested else None,
         "killed": killed,
         "tested": tested,
+        "not_run": not_run,
         "counts": counts,
         "per_module": {m: {"killed": k, "tested": t} for m, (k, t) in sorted(per_module.items())},
         "statuses": dict(sorted(statuses.items())),
@@ -245,6 +249,8 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
+        *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
+            "were not run and are left out of the figures"] if res.get("not_run") else []),
         f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
         f"**{_pct(res['score_without_equivalent'])}**",
         "",
@@ -267,7 +273,8 @@ def write_summary() -> None:
         p = OUT / f"{name}.json"
         if p.is_file():
             r = json.loads(p.read_text())
-            rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])} | {_pct(r['score_without_equivalent'])} | "
+            partial = f" (partial: {r['not_run']} not run)" if r.get("not_run") else ""
+            rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])}{partial} | {_pct(r['score_without_equivalent'])} | "
                         f"{r['killed']} / {r['tested']} | {len(r['survivor_diffs'])} ({len(r['equivalent'])}) | "
                         f"{_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
         else:
