@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -310,3 +311,33 @@ def test_agrees_with_brute_force_froc_and_ap(data):
         assert got == pytest.approx(best)
     # and the AP of the pooled ranking (ties in input order) against the brute force
     assert average_precision(scores, tp, n_gt) == pytest.approx(_brute_force_ap(scores, tp, n_gt), abs=1e-12)
+
+
+def test_per_case_rows_every_column_by_hand():
+    """Case "a": a padding target (label 0) then the object (class 1) at target position 1; class-1
+    predictions [0, 0, 10, 7.77777] (score 0.923456789, IoU 0.777777 -> TP) and one scoring 0.15
+    (dropped at score_threshold 0.2); a label-0 prediction (ignored). Case "b": no object; its only
+    predictions have labels 0 and 3 (outside 1..num_classes: ignored)."""
+    preds = [_img([[0.0, 0, 10, 7.77777], GT, GT], [0.923456789, 0.15, 0.9], [1, 1, 0]),
+             _img([GT, GT], [0.9, 0.9], [3, 0])]
+    tgts = [_gt([[0.0, 0, 1, 1], GT], [0, 1]), _gt([], [])]
+    cases, dets = per_case_rows(preds, tgts, 2, score_threshold=0.2, case_ids=["a", "b"])
+    assert cases == [
+        {"case": "a", "n_gt": 1, "gt_classes": "1", "gt_found": "1", "gt_best_iou": "0.7778", "n_found": 1,
+         "n_missed": 0, "all_found": 1, "n_det": 1, "n_tp": 1, "n_fp": 0, "best_iou": "0.7778", "top_class": 1,
+         "top_score": 0.923457, "score_c1": 0.923457, "score_c2": 0.0},
+        {"case": "b", "n_gt": 0, "gt_classes": "", "gt_found": "", "gt_best_iou": "", "n_found": 0,
+         "n_missed": 0, "all_found": 1, "n_det": 0, "n_tp": 0, "n_fp": 0, "best_iou": "", "top_class": "",
+         "top_score": "", "score_c1": 0.0, "score_c2": 0.0},
+    ]
+    assert dets == [{"case": "a", "rank": 0, "class": 1, "score": 0.923457, "tp": 1, "iou": 0.7778,
+                     "matched_gt": 1, "box": "0 0 10 7.77777"}]
+    assert [c["case"] for c in per_case_rows(preds, tgts, 2)[0]] == [0, 1]  # default case ids
+
+
+def test_iou_grid_accepts_only_thresholds_in_zero_one():
+    assert detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 1, grid=[0.0])["coco_style"]["grid"] == [0.0]
+    for bad in ([], [1.0], [0.5, 1.0], [-0.1]):
+        with pytest.raises(ValueError, match=r"^iou grid must be a non-empty list of thresholds in \[0, 1\), got "
+                           + re.escape(str(bad)) + "$"):
+            detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 1, grid=bad)
