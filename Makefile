@@ -10,14 +10,14 @@ LOCK := flock $(CURDIR)/build/.lock
 PRESET ?= quick
 PYTEST_ARGS ?=
 
-.PHONY: venv build study reference-report data preview test test-all bench profile gpu-check lint clean
+.PHONY: venv build study reference-report data preview test test-all mutate bench profile gpu-check lint clean
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel ninja
 	$(PIP) install torch==2.14.1 torchvision==0.29.1
 	$(PIP) install "numpy>=1.24" "scipy>=1.10" "seaborn>=0.13" "matplotlib>=3.7" "tqdm>=4.60" "pandas>=2.0" \
-	  "pytest>=8" "pytest-timeout>=2.3" "import-linter>=2.1" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
+	  "pytest>=8" "pytest-timeout>=2.3" "pytest-randomly>=3.15" "import-linter>=2.1" "hypothesis>=6.100" "pytest-benchmark>=4" "monai>=1.3" "ray>=2.9" \
 	  "tensorboard>=2.14" "ruff>=0.6"
 	touch $@
 
@@ -42,8 +42,9 @@ preview: venv
 	  --out data/preview/donuts_shape_2d
 	$(PY) -m toy_data preview data/preview/donuts_shape_2d --out out/preview/donuts_shape_2d.png
 
-# The main job: the toy scaling study (PRESET=quick by default; smoke | quick | paper), resumable,
-# results and report under studies/$(PRESET) (git-ignored): a user's study never rewrites tracked files.
+# The main job: the toy scaling study (PRESET=quick by default; `python -m retina_unet.study presets` lists
+# them), resumable, results and report under studies/$(PRESET) (git-ignored): a user's study never rewrites
+# tracked files.
 study: build
 	$(PY) -m retina_unet.study run --preset $(PRESET) --report
 
@@ -57,6 +58,14 @@ test: build
 
 test-all: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Mutation testing (slow; not part of `make test`): mutmut over inference, evaluation, the study
+# report, training checkpoint/resume and toy_data, each against its fast tests. Report under
+# reports/mutation/. One group: make mutate GROUPS=inference
+GROUPS ?=
+mutate: build
+	$(PIP) install "mutmut>=3.3,<4"
+	$(PY) -m reports.mutation $(GROUPS)
 
 bench: build
 	$(PY) -m pytest benchmarks/test_bench_nms.py benchmarks/test_bench_roi_align.py --benchmark-only --benchmark-json=reports/kernels/bench_cpu.json $(PYTEST_ARGS)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # toy_data from th
 from retina_unet import build_info
 from retina_unet.inference import Predictor
 from retina_unet.models import build_model, model_config
-from retina_unet.ops import reference_ops
+from retina_unet.ops import kernel_version, reference_ops
 
 
 def _sync(device: torch.device) -> None:
@@ -156,6 +156,7 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "build_info": build_info().__dict__,
+        "kernels": kernel_version(),
         "threads": torch.get_num_threads(),
         "model": f"retina_unet 3D size={args.size}",
         "batch": args.batch,

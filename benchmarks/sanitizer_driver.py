@@ -98,17 +98,38 @@ def run_roi_align(quick: bool) -> None:
             pass
 
 
+def run_nms_status() -> None:
+    """The device-side NaN/inf status (exact-size ops raise at their sync; padded ops do not check)."""
+    g = torch.Generator().manual_seed(5)
+    b = boxes(300, 2, g).float()
+    s = torch.rand(300, generator=g)
+    b[17, 1] = float("nan")
+    try:
+        ops.nms(b.cuda(), s.cuda(), 0.5)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("nms on CUDA accepted a NaN coordinate")
+    keep, num = ops.nms_padded(b.cuda(), s.cuda(), 0.5, 50)  # unspecified result, but memory-clean
+    torch.cuda.synchronize()
+    assert 0 <= int(num) <= 50
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes (racecheck is slow)")
+    parser.add_argument("--kernels", choices=("v1", "v2"), default=None, help="CUDA kernel generation")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
+    if args.kernels:
+        ops.set_kernel_version(args.kernels)
     run_nms(args.quick)
+    run_nms_status()
     run_roi_align(args.quick)
     torch.cuda.synchronize()
-    print("sanitizer driver: all kernels ran and matched the CPU kernels")
+    print(f"sanitizer driver ({ops.kernel_version()}): all kernels ran and matched the CPU kernels")
     return 0
 
 

@@ -4,6 +4,8 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_nms.py --benchmark-only --
 Groups are "op|D=..|N=..|kind[|G=..]|device"; benchmark.extra_info["impl"] names the implementation
 ("ours", "torchvision", "monai", "reference"), so a report script can key on (group, impl).
 CUDA variants are skipped without a GPU and synchronise inside the timed call. IoU threshold 0.5.
+CUDA runs also record the kernel time and the environment (benchmarks/cuda_timing.py), and check
+our CUDA result against our CPU kernel once, outside the timed loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from benchmarks.box_workloads import make_workload
+from benchmarks.cuda_timing import annotate, check_equal, record_device_times
 from retina_unet.ops import batched_nms, nms, to_torchvision
 from retina_unet.ops.reference import batched_nms_reference, nms_reference
 
@@ -36,14 +39,19 @@ def _timed(fn, device):
     return fn
 
 
-def _bench(benchmark, group, impl, fn, device, *, slow=False):
+def _bench(benchmark, group, impl, fn, device, *, slow=False, check=None):
+    """Time ``fn``. ``check`` (CUDA, ours): a function giving the expected indices, compared once
+    outside the timed loop (our CPU kernel, whose decisions the CUDA kernel must reproduce)."""
     benchmark.group = group
     benchmark.extra_info["impl"] = impl
-    benchmark.extra_info["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    annotate(benchmark, device)
     run = _timed(fn, device)
     if slow:  # peers that take seconds per call
         return benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
-    run()  # warm-up (CUDA context, caches)
+    out = run()  # warm-up (CUDA context, caches)
+    if check is not None and device == "cuda":
+        check_equal(group, out, check())
+    record_device_times(benchmark, fn, device)
     return benchmark(run)
 
 
@@ -62,7 +70,8 @@ def test_nms_2d(benchmark, device, kind, n, impl):
     boxes, scores, _ = make_workload(kind, n, 2, device=device)
     group = f"nms|D=2|N={n}|{kind}|{device}"
     if impl == "ours":
-        out = _bench(benchmark, group, impl, lambda: nms(boxes, scores, T), device)
+        out = _bench(benchmark, group, impl, lambda: nms(boxes, scores, T), device,
+                     check=lambda: nms(boxes.cpu(), scores.cpu(), T))
     elif impl == "torchvision":
         tv, tvb = _torchvision(), to_torchvision(boxes).contiguous()
         out = _bench(benchmark, group, impl, lambda: tv.ops.nms(tvb, scores, T), device)
@@ -90,7 +99,8 @@ def test_nms_3d(benchmark, device, kind, n, impl):
     boxes, scores, _ = make_workload(kind, n, 3, device=device)
     group = f"nms|D=3|N={n}|{kind}|{device}"
     if impl == "ours":
-        out = _bench(benchmark, group, impl, lambda: nms(boxes, scores, T), device)
+        out = _bench(benchmark, group, impl, lambda: nms(boxes, scores, T), device,
+                     check=lambda: nms(boxes.cpu(), scores.cpu(), T))
     elif impl == "monai":
         box_utils = pytest.importorskip("monai.data.box_utils")
         out = _bench(
@@ -129,7 +139,8 @@ def test_batched_nms(benchmark, device, d, n, n_groups, kind, impl):
     boxes, scores, groups = make_workload(kind, n, d, n_groups=n_groups, device=device)
     group = f"batched_nms|D={d}|N={n}|{kind}|G={n_groups}|{device}"
     if impl == "ours":
-        out = _bench(benchmark, group, impl, lambda: batched_nms(boxes, scores, groups, T), device)
+        out = _bench(benchmark, group, impl, lambda: batched_nms(boxes, scores, groups, T), device,
+                     check=lambda: batched_nms(boxes.cpu(), scores.cpu(), groups.cpu(), T))
     elif impl == "torchvision":
         tv, tvb = _torchvision(), to_torchvision(boxes).contiguous()
         out = _bench(benchmark, group, impl, lambda: tv.ops.batched_nms(tvb, scores, groups, T), device)

@@ -4,7 +4,8 @@ Run: ``.venv/bin/python -m pytest benchmarks/test_bench_roi_align.py --benchmark
 --benchmark-json=reports/kernels/bench_roi_align_cpu.json``. Groups are named per workload
 (``roi_align_<fwd|fwdbwd>|D=..|K=..|C=..|out=..|<device>``) and ``extra_info["impl"]`` names the
 implementation ("ours", "torchvision", "grid_sample", "reference"), so rivals sit side by side.
-CUDA timings synchronise inside the timed call. The 3D workloads use ``sampling_ratio=2`` so that
+CUDA timings synchronise inside the timed call; CUDA runs also record kernel time and the
+environment (benchmarks/cuda_timing.py) and check the result once against our CPU kernel. The 3D workloads use ``sampling_ratio=2`` so that
 ``grid_sample`` needs a single call per image (its best case; adaptive grids would split it into one
 call per distinct grid).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.cuda_timing import annotate, check_close, record_device_times
 from retina_unet.ops import roi_align
 from retina_unet.ops.reference import roi_align_grid_sample, roi_align_reference
 
@@ -75,9 +77,18 @@ def _run(benchmark, name, impl, device, backward):
 
     benchmark.group = f"roi_align_{'fwdbwd' if backward else 'fwd'}|{tail}"
     benchmark.extra_info["impl"] = impl
-    benchmark.extra_info["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    benchmark.extra_info["torch"] = torch.__version__
-    benchmark.extra_info["threads"] = torch.get_num_threads()
+    annotate(benchmark, device)
+    if device == "cuda":
+        # Once, outside the timed loop: the value (and gradient) against our CPU kernel, so that a
+        # fast wrong kernel fails here (torchvision's 2D values equal ours up to float rounding).
+        y = call()
+        xc = x.detach().cpu().requires_grad_(backward)
+        want = roi_align(xc, rois.cpu() if impl != "torchvision" else _setup(name, "cpu")[1], out, 1.0, sr, True)
+        check_close(benchmark.group + "|" + impl, y, want, 1e-4)
+        if backward:
+            want.backward(grad.cpu())
+            check_close(benchmark.group + "|" + impl + "|grad", xg.grad, xc.grad, 1e-3)
+        record_device_times(benchmark, call, device)
     rounds = 20 if device == "cuda" else 3
     benchmark.pedantic(call, rounds=rounds, warmup_rounds=2 if device == "cuda" else 1)
 

@@ -6,7 +6,10 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <string>
+
+#include "kernel_version.h"
 
 #ifndef RUNET_CUDA_ARCHS
 #define RUNET_CUDA_ARCHS ""
@@ -23,8 +26,22 @@ std::string build_info() {
 #endif
 }
 
+namespace {
+std::atomic<int64_t> g_kernel_version{1};
+
+void set_kernel_version(int64_t v) {
+  TORCH_CHECK(v == 1 || v == 2, "set_kernel_version: version must be 1 or 2, got ", v);
+  g_kernel_version.store(v, std::memory_order_relaxed);
+}
+}  // namespace
+
+int64_t kernel_version() { return g_kernel_version.load(std::memory_order_relaxed); }
+
 TORCH_LIBRARY(retina_unet, m) {
   m.def("_build_info() -> str", &build_info);
+  // Kernel generation switch (see kernel_version.h); process-wide.
+  m.def("_set_kernel_version(int version) -> ()", &set_kernel_version);
+  m.def("_kernel_version() -> int", &kernel_version);
   // boxes1 (N, 2D), boxes2 (M, 2D) -> (N, M) IoU, same dtype as the inputs.
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
 }

@@ -8,6 +8,7 @@ dataset cache is written atomically under a file lock).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -133,6 +134,10 @@ def train_and_evaluate(
         "train_s": train_s,
         "wall_s": time.perf_counter() - t_start,
         "config": cfg.to_dict(),
+        # the resolved model settings (e.g. seg_classes per model); None for models without a cfg
+        "model_config": (
+            dataclasses.asdict(model.cfg) if dataclasses.is_dataclass(getattr(model, "cfg", None)) else None
+        ),
         "seed": cfg.seed,
         "n_train": cfg.n_train,
         "git_commit": git_commit(),

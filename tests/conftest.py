@@ -14,6 +14,9 @@ settings.register_profile("dev", max_examples=40, deadline=None, suppress_health
 settings.register_profile(
     "ci", max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
+# `mutation`: few derandomised examples, for `make mutate` (thousands of mutants, each rerunning tests).
+settings.register_profile("mutation", max_examples=12, deadline=None, derandomize=True,
+                          suppress_health_check=list(HealthCheck))
 settings.register_profile("nightly", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 

@@ -16,7 +16,6 @@ def tiny_models(monkeypatch):
 
 
 def test_train_then_evaluate(tmp_path, tiny_models, capsys):
-    pytest.importorskip("toy_data")
     out, data = tmp_path / "run", tmp_path / "data"
     rc = cli.main(
         [
@@ -75,7 +74,6 @@ def test_train_then_evaluate(tmp_path, tiny_models, capsys):
 
 
 def test_finished_run_left_untouched_evaluate_reuses_no_resume_starts_over(tmp_path, tiny_models, capsys):
-    pytest.importorskip("toy_data")
     out, data = tmp_path / "run", tmp_path / "data"
     train = ["train", "--preset", "smoke", "--n-train", "8", "--out", str(out), "--data-root", str(data), "--quiet",
              "--set", "epochs=1", "--set", "device=cpu"]
@@ -131,10 +129,9 @@ def test_module_entry_point_help():
 
 @pytest.mark.parametrize("model", ["retina_unet", "mask_rcnn", "detunet"])  # one per model family
 def test_smoke_preset_with_real_model(tmp_path, model):
-    models = pytest.importorskip("retina_unet.models")
-    pytest.importorskip("toy_data")
-    if model not in models.MODEL_NAMES:
-        pytest.skip(f"{model} not registered")
+    from retina_unet import models
+
+    assert model in models.MODEL_NAMES, f"{model} is not registered"
     out = tmp_path / "run"
     rc = cli.main(
         [
@@ -159,8 +156,6 @@ def test_smoke_preset_with_real_model(tmp_path, model):
 
 
 def test_smoke_preset_3d_with_real_model(tmp_path):
-    pytest.importorskip("retina_unet.models")
-    pytest.importorskip("toy_data")
     out = tmp_path / "run3d"
     rc = cli.main(
         [

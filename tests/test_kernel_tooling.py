@@ -59,3 +59,14 @@ def test_kernel_report_ratios_csv_and_plots(tmp_path):
 def test_kernel_report_rejects_missing_file(tmp_path):
     with pytest.raises(SystemExit):
         kernels.main(["--json", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
+
+
+def test_profile_op_accepts_the_benchmark_shapes(tmp_path):
+    # RoIAlign with the kernel benchmark's 2D workload (K=512, C=64, 7x7), batched NMS with 80 groups.
+    assert profile_op.main(["--op", "roi_align_backward", "--dim", "2", "--bench-shape", "--device", "cpu",
+                            "--iters", "1", "--kernels", "v1", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "roi_align_backward_D2_bench_sparse_cpu_v1.table.txt").read_text()
+    assert "retina_unet::_roi_align_backward" in table
+    assert profile_op.main(["--op", "batched_nms", "--dim", "2", "--size", "800", "--groups", "80",
+                            "--device", "cpu", "--iters", "1", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "batched_nms_D2_800_sparse_cpu.table.txt").exists()

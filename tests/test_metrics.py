@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,10 +22,8 @@ from retina_unet.evaluation import (
     FROC_FP_RATES,
     average_precision,
     detection_metrics,
-    evaluate_detections,
     froc,
     froc_curve,
-    interpolated_precision,
     per_case_rows,
     sensitivity_at,
 )
@@ -238,15 +237,66 @@ def test_invariant_under_strictly_increasing_score_transform(data):
     assert a["paper"]["ap"] == b["paper"]["ap"] and a["paper"]["patient_ap"] == b["paper"]["patient_ap"]
 
 
+def _iou(a, b) -> float:
+    """IoU of two boxes (lo..., hi...) in any dimension, written out independently of the package."""
+    d = len(a) // 2
+    inter = np.prod(np.clip(np.minimum(a[d:], b[d:]) - np.maximum(a[:d], b[:d]), 0, None))
+    return float(inter / (np.prod(a[d:] - a[:d]) + np.prod(b[d:] - b[:d]) - inter))
+
+
+def _brute_force_ap(scores, is_tp, n_gt) -> float:
+    """101-point AP from the definition: rank by score (Python's stable sort), and at each recall
+    point r take the best precision among the ranks whose recall reaches r (0 if none does)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    points, tp = [], 0
+    for k, i in enumerate(order, start=1):
+        tp += bool(is_tp[i])
+        points.append((tp / n_gt, tp / k))
+    return sum(max([p for r_k, p in points if r_k >= r - 1e-12], default=0.0) for r in np.linspace(0, 1, 101)) / 101
+
+
+def _distinct_scores(preds):
+    """Break score ties by a tiny per-prediction offset (1e-4 x running index, far below the 1/16
+    steps), so the ranking does not depend on how ties are ordered."""
+    out, i = [], 0
+    for p in preds:
+        n = len(p["scores"])
+        out.append({**p, "scores": p["scores"] + 1e-4 * np.arange(i, i + n)})
+        i += n
+    return out
+
+
 @given(one_object_images())
-def test_agrees_with_paper_ap_and_brute_force_froc(data):
+def test_ap_equals_an_independent_brute_force(data):
+    """AP at IoU > 0.1 from first principles (one object per image, distinct scores): per image and
+    class, predictions scoring <= 0.1 are dropped, the highest-scoring one with IoU > 0.1 with an
+    object of its class is the TP, every other one an FP; then the 101-point AP by brute force."""
+    preds, tgts = data
+    preds = _distinct_scores(preds)
+    m = detection_metrics(preds, tgts, 2)
+    for c in (1, 2):
+        scores, is_tp, n_gt = [], [], 0
+        for p, g in zip(preds, tgts, strict=True):
+            gt = [b for b, lab in zip(g["boxes"], g["labels"], strict=True) if lab == c]
+            n_gt += len(gt)
+            mine = sorted((s, b) for s, b, lab in zip(p["scores"], p["boxes"], p["labels"], strict=True)
+                          if lab == c and s > 0.1)[::-1]
+            found = False
+            for s, b in mine:
+                hit = not found and bool(gt) and _iou(b, gt[0]) > 0.1
+                found |= hit
+                scores.append(s)
+                is_tp.append(hit)
+        expected = None if n_gt == 0 else _brute_force_ap(scores, is_tp, n_gt)
+        got = m["ap_by_iou"]["0.1"][str(c)]
+        assert got == (None if expected is None else pytest.approx(expected, abs=1e-12)), (c, got, expected)
+        assert m["paper"]["ap"][str(c)] == got
+
+
+@given(one_object_images())
+def test_agrees_with_brute_force_froc_and_ap(data):
     preds, tgts = data
     m = detection_metrics(preds, tgts, 2)
-    paper = evaluate_detections(preds, tgts, 2)
-    for c in (1, 2):
-        ap = paper["ap"][c]
-        assert m["ap_by_iou"]["0.1"][str(c)] == (None if ap is None else pytest.approx(ap))
-        assert m["paper"]["ap"][str(c)] == m["ap_by_iou"]["0.1"][str(c)]
     # FROC "all" against a brute force over every threshold, from the per-case detection list
     _, dets = per_case_rows(preds, tgts, 2)
     scores = np.array([d["score"] for d in dets])
@@ -259,5 +309,35 @@ def test_agrees_with_paper_ap_and_brute_force_froc(data):
             if (keep & ~tp).sum() / n <= f:
                 best = max(best, (keep & tp).sum() / n_gt)
         assert got == pytest.approx(best)
-    # and the interpolated precision averages to the AP
-    assert average_precision(scores, tp, n_gt) == pytest.approx(interpolated_precision(scores, tp, n_gt).mean())
+    # and the AP of the pooled ranking (ties in input order) against the brute force
+    assert average_precision(scores, tp, n_gt) == pytest.approx(_brute_force_ap(scores, tp, n_gt), abs=1e-12)
+
+
+def test_per_case_rows_every_column_by_hand():
+    """Case "a": a padding target (label 0) then the object (class 1) at target position 1; class-1
+    predictions [0, 0, 10, 7.77777] (score 0.923456789, IoU 0.777777 -> TP) and one scoring 0.15
+    (dropped at score_threshold 0.2); a label-0 prediction (ignored). Case "b": no object; its only
+    predictions have labels 0 and 3 (outside 1..num_classes: ignored)."""
+    preds = [_img([[0.0, 0, 10, 7.77777], GT, GT], [0.923456789, 0.15, 0.9], [1, 1, 0]),
+             _img([GT, GT], [0.9, 0.9], [3, 0])]
+    tgts = [_gt([[0.0, 0, 1, 1], GT], [0, 1]), _gt([], [])]
+    cases, dets = per_case_rows(preds, tgts, 2, score_threshold=0.2, case_ids=["a", "b"])
+    assert cases == [
+        {"case": "a", "n_gt": 1, "gt_classes": "1", "gt_found": "1", "gt_best_iou": "0.7778", "n_found": 1,
+         "n_missed": 0, "all_found": 1, "n_det": 1, "n_tp": 1, "n_fp": 0, "best_iou": "0.7778", "top_class": 1,
+         "top_score": 0.923457, "score_c1": 0.923457, "score_c2": 0.0},
+        {"case": "b", "n_gt": 0, "gt_classes": "", "gt_found": "", "gt_best_iou": "", "n_found": 0,
+         "n_missed": 0, "all_found": 1, "n_det": 0, "n_tp": 0, "n_fp": 0, "best_iou": "", "top_class": "",
+         "top_score": "", "score_c1": 0.0, "score_c2": 0.0},
+    ]
+    assert dets == [{"case": "a", "rank": 0, "class": 1, "score": 0.923457, "tp": 1, "iou": 0.7778,
+                     "matched_gt": 1, "box": "0 0 10 7.77777"}]
+    assert [c["case"] for c in per_case_rows(preds, tgts, 2)[0]] == [0, 1]  # default case ids
+
+
+def test_iou_grid_accepts_only_thresholds_in_zero_one():
+    assert detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 1, grid=[0.0])["coco_style"]["grid"] == [0.0]
+    for bad in ([], [1.0], [0.5, 1.0], [-0.1]):
+        with pytest.raises(ValueError, match=r"^iou grid must be a non-empty list of thresholds in \[0, 1\), got "
+                           + re.escape(str(bad)) + "$"):
+            detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 1, grid=bad)

@@ -68,7 +68,8 @@ def test_losses_backward_and_predict(name, d):
             hi = torch.tensor(SIZES[d], dtype=torch.float32)
             assert (b >= 0).all() and (b[:, :d] <= b[:, d:]).all() and (b[:, d:] <= hi).all()
         if model.has_segmentation:
-            assert p["seg"].shape == (3, *SIZES[d]) and p["seg"].dtype == torch.float32
+            k = 2 if name == "retina_unet" else 3  # Retina U-Net segments fg vs bg (MDT)
+            assert p["seg"].shape == (k, *SIZES[d]) and p["seg"].dtype == torch.float32
             torch.testing.assert_close(p["seg"].sum(0), torch.ones(SIZES[d]))
         else:
             assert "seg" not in p
@@ -187,4 +188,4 @@ def test_sizes_not_a_multiple_are_padded(name):
     for p in model.predict(images):
         assert (p["boxes"][:, 2] <= 48).all() and (p["boxes"][:, 3] <= 40).all()
         if model.has_segmentation:
-            assert p["seg"].shape == (3, 48, 40)
+            assert p["seg"].shape == (2 if name == "retina_unet" else 3, 48, 40)

@@ -130,7 +130,7 @@ def test_cpu_equals_cuda_with_ties(d, dtype):
 @cpu_and_cuda()
 @pytest.mark.parametrize("seed", range(3))
 def test_agrees_with_torchvision(device, seed):
-    tv = pytest.importorskip("torchvision")
+    import torchvision as tv
     boxes, scores = random_boxes(2000, 2, seed, side=300.0, dtype=torch.float32, device=device)
     tvb = to_torchvision(boxes).contiguous()
     assert torch.equal(nms(boxes, scores, 0.4), tv.ops.nms(tvb, scores, 0.4))
@@ -142,7 +142,7 @@ def test_agrees_with_torchvision(device, seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_3d_agrees_with_monai(seed):
-    box_utils = pytest.importorskip("monai.data.box_utils")
+    import monai.data.box_utils as box_utils
     boxes, scores = random_boxes(400, 3, seed, side=60.0, dtype=torch.float32)
     # MONAI's corner mode "xyzxyz" is our layout; it keeps IoU <= t (strict like ours) but adds
     # eps to the union, so compare away from the threshold: continuous random boxes, no ties.

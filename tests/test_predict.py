@@ -34,7 +34,6 @@ N_IMAGES = 8  # the smoke preset's whole test split (64 x 64 images)
 def smoke_run(tmp_path_factory):
     """A real Retina U-Net trained for 2 epochs x 2 steps (smoke preset), its data, and its toy test
     images exported with ground truth: (run dir, data root, input folder)."""
-    pytest.importorskip("toy_data")
     from retina_unet.pipeline import train_and_evaluate
     from retina_unet.training import preset
 
@@ -367,7 +366,8 @@ def test_conventions_invert(boxes, name):
 
 @given(our_boxes(dims=(2,)))
 def test_2d_conventions_match_torchvision(boxes):
-    tv = pytest.importorskip("torchvision.ops")
+    import torchvision.ops as tv
+
     from retina_unet.ops import to_torchvision
 
     xyxy = to_torchvision(boxes)

@@ -9,7 +9,6 @@ import pytest
 
 from retina_unet.study import LocalBackend, StudyDefinition, run_study
 from retina_unet.study.report import write_report
-from retina_unet.study.report.findings import FAILS, HOLDS, NOT_MEASURED, check_findings
 from retina_unet.study.report.tables import paired_differences, summarise, t_interval
 from retina_unet.study.testing import FakeEngine
 
@@ -40,54 +39,56 @@ def test_paired_difference_pairs_by_seed_only():
     assert (mean, lo, hi, n) == pytest.approx((r["mean"], r.ci_low, r.ci_high, 3))
 
 
-def test_findings_verdicts():
-    rows = []
-    for s in range(3):
-        for n, unet, net in [(1000, 0.95, 0.94), (20, 0.90, 0.40)]:
-            rows += [("donuts_shape", 2, "retina_unet", n, s, unet + s / 100), ("donuts_shape", 2, "retina_net", n, s, net)]
-            rows += [("circles_scale", 2, "retina_unet", n, s, 0.6 + s / 100), ("circles_scale", 2, "retina_net", n, s, 0.6)]
-    found = {(f.where, f.paper.split(" (")[0]): f for f in check_findings(_df(rows))}
-    shape = {k[1]: f.verdict for k, f in found.items() if k[0] == "donuts_shape 2D"}
-    assert shape["the segmentation lead grows as the training set shrinks"] == HOLDS
-    assert shape["Retina U-Net >= Retina Net at every training size"] == HOLDS
-    assert shape["models without segmentation supervision collapse at the smallest sizes"] == HOLDS
-    assert shape["models with full segmentation supervision"] == HOLDS
-    assert found[("circles_scale 2D", "two-stage detectors do best")].verdict == NOT_MEASURED
-    assert found[("circles_scale 2D", "segmentation supervision brings no gain")].verdict == HOLDS  # CI spans 0
-    assert all(f.verdict == NOT_MEASURED for k, f in found.items() if k[0] == "donuts_pattern 2D")
-    # Reverse the effect: the finding must then fail.
-    flipped = _df([(t, d, {"retina_unet": "retina_net", "retina_net": "retina_unet"}[m], n, s, v)
-                   for t, d, m, n, s, v in rows])
-    shape = {f.paper: f.verdict for f in check_findings(flipped) if f.where == "donuts_shape 2D"}
-    assert shape["the segmentation lead grows as the training set shrinks"] == FAILS
-
-
-def test_report_from_result_files(tmp_path):
-    defn = StudyDefinition(name="rep", tasks=("donuts_shape", "circles_scale"), models=("retina_net", "retina_unet"),
+def _fake_study(tmp_path, models=("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet")):
+    defn = StudyDefinition(name="rep", tasks=("donuts_shape", "circles_scale"), models=models,
                            n_train=(1000, 100, 20), seeds=(0, 1, 2), dims=(2,), train_preset="smoke")
     study = tmp_path / "study"
     summary = run_study(defn, study, engine=FakeEngine(), backend=LocalBackend(1), progress=False)
     assert summary.complete
+    return study, len(defn.runs())
+
+
+def test_report_from_result_files(tmp_path):
+    study, total = _fake_study(tmp_path)
     out = tmp_path / "report"
     readme = write_report(study, out, engine=FakeEngine())
-    for name in ("README.md", "results.csv", "summary.csv", "paired_unet_minus_net.csv", "scaling.png",
-                 "paired_difference.png"):
+    for name in ("README.md", "results.csv", "summary.csv", "paired_differences.csv", "findings.csv",
+                 "per_class_ap.csv", "scaling.png", "paired_difference.png"):
         assert (out / name).stat().st_size > 0, name
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == 36
+    assert len(df) == total == 90
     for col in ("task", "dim", "model", "n_train", "seed", "map", "ap_class1", "ap_class2", "patient_map",
                 "wall_time_s", "commit", "run_id"):
         assert col in df.columns, col
     summ = pd.read_csv(out / "summary.csv")
-    assert len(summ) == 12 and (summ.n_seeds == 3).all()
-    assert summ["mean"].to_numpy() == pytest.approx(summarise(df)["mean"].to_numpy())
+    assert len(summ) == 30 and (summ.n_seeds == 3).all()
+    assert summ["mean"].to_numpy() == pytest.approx(summarise(df)["mean"].to_numpy(), abs=1e-5)
+    paired = pd.read_csv(out / "paired_differences.csv")
+    assert set(paired.comparison) == {"retina_unet - retina_net", "retina_unet - mask_rcnn", "retina_unet - detunet"}
+    assert len(paired) == 3 * 2 * 3 and (paired.n_pairs == 3).all()
+    per_class = pd.read_csv(out / "per_class_ap.csv")
+    assert set(per_class["class"].astype(str)) == {"1", "2"} and len(per_class) == 5 * 3 * 2
+    findings = pd.read_csv(out / "findings.csv")
+    mask = findings[(findings.claim == "mask_loss") & (findings["where"] == "donuts_shape 2D")].iloc[0]
+    assert mask.verdict != "not measured" and "n=20" in mask.ours
     text = readme.read_text()
     assert "![scaling](scaling.png)" in text and "The paper's findings, checked" in text
-    assert "| donuts_shape 2D | the segmentation lead grows as the training set shrinks" in text
-    assert "**holds**" in text
+    assert "| donuts_shape 2D | the lead of the seg-supervised models grows as the training set shrinks" in text
+    assert "**supported**" in text and "holds" not in text
     assert "Not measured in this study (task not in the grid): donuts_pattern" in text
-    assert "example predictions unavailable" in text  # fake runs have no real checkpoints
-    assert "python -m retina_unet.study report" in text and "wall time" in text
+    assert "example predictions unavailable" in text  # fake runs store no predictions
+    assert "python -m retina_unet.study report" in text and "wall time" in text and "- machine: " in text
+
+
+def test_regenerating_a_report_gives_identical_files(tmp_path):
+    study, _ = _fake_study(tmp_path, models=("retina_net", "retina_unet"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_report(study, a, engine=FakeEngine(), command="cmd")
+    write_report(study, b, engine=FakeEngine(), command="cmd")
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir()) and "scaling.png" in names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
 def test_report_of_an_empty_study(tmp_path):
@@ -109,7 +110,7 @@ def test_results_of_older_configs_are_left_out(tmp_path):
     assert "2 result file(s) from older training configs" in text and "No finished runs yet." in text
 
 
-def test_regenerating_a_report_gives_identical_files(tmp_path, monkeypatch):
+def test_report_ignores_the_clock_and_names_the_machine(tmp_path, monkeypatch):
     """Twice from the same results: byte-identical files, each finding listed once, the machine named."""
     import time
 
@@ -139,4 +140,23 @@ def test_regenerating_a_report_gives_identical_files(tmp_path, monkeypatch):
     text = first.read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| donuts_shape 2D |") and "**" in ln]
     assert len(rows) == len(set(rows)) == 4
-    assert "Test CPU 9000 x 2, no GPU, torch 2.x" in text and "not across CPUs" in text
+    assert "Test CPU 9000, 2 cpus, torch 2.x" in text and "not across CPUs" in text
+
+
+@pytest.mark.slow
+def test_report_draws_examples_from_stored_predictions_and_regenerates_identically(tmp_path):
+    """A real (smoke-preset) run: the example panel comes from the run's test_predictions.pt, and
+    nothing is re-run (the model files are removed before the report)."""
+    defn = StudyDefinition(name="real", tasks=("donuts_shape",), models=("retina_net",), n_train=(8,), seeds=(0,),
+                           train_preset="smoke")
+    study = tmp_path / "s"
+    assert run_study(defn, study, backend=LocalBackend(1), progress=False, data_root=tmp_path / "data").complete
+    for ckpt in study.glob("runs/*/out/*.pt"):
+        if ckpt.name != "test_predictions.pt":
+            ckpt.unlink()
+    a, b = tmp_path / "a", tmp_path / "b"
+    text = write_report(study, a, command="cmd").read_text()
+    write_report(study, b, command="cmd")
+    assert "1 run(s) drawn" in text and (a / "examples.png").stat().st_size > 0
+    for p in sorted(a.iterdir()):
+        assert p.read_bytes() == (b / p.name).read_bytes(), p.name

@@ -52,7 +52,7 @@ def test_matches_float64_reference(device, d, dtype, aligned, sampling_ratio):
 @pytest.mark.parametrize("sampling_ratio", [-1, 1, 2])
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 0.25])
 def test_2d_equals_torchvision(device, dtype, aligned, sampling_ratio, spatial_scale):
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     x = random_input(2, 3, dtype=dtype).to(device)
     rois = random_rois(25, 2, 2, SIZES[2], 4).to(dtype)
     rois[:, 1:] /= spatial_scale  # image coordinates

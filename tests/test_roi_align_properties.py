@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from hypothesis import given
@@ -53,7 +51,7 @@ def test_matches_reference_forward_and_backward(w):
 
 @given(w=workloads())
 def test_2d_equals_torchvision_property(w):
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     if w["d"] != 2:
         w["rois"] = w["rois"][:, [0, 1, 2, 4, 5]]
     # torchvision itself fails on inverted rois when aligned (negative grid sizes): keep lo <= hi
@@ -129,17 +127,19 @@ def test_non_finite_rois_give_zero_and_do_not_crash(device, dtype):
 
 
 @cpu_and_cuda()
+@pytest.mark.timeout(300)
 def test_huge_rois_are_bounded_and_exact(device):
-    """Adaptive grids of ~10^6 samples per bin per axis: only in-range samples are visited."""
+    """Adaptive grids of ~10^6 samples per bin per axis: only in-range samples are visited.
+
+    Visiting every sample would be ~10^12 per bin and never finish: the timeout (generous, a hang
+    detector rather than a timing) fails the test loudly in that case."""
     for d in (2, 3):
         x = torch.randn(1, 2, *[9] * d, dtype=torch.float64)
         rois = torch.tensor(
             [[0] + [-3e6] * d + [2e6] * d, [0] + [-1e6] + [1.0] * (d - 1) + [1e6] + [5.0] * (d - 1)],
             dtype=torch.float64,
         )
-        t = time.perf_counter()
         out = roi_align(x.to(device), rois.to(device), 3)
-        assert time.perf_counter() - t < 10  # a bound on work, not a timing measurement
         torch.testing.assert_close(out.cpu(), roi_align_reference(x, rois, 3), rtol=0, atol=1e-12)
         big = torch.tensor([[0] + [-3e38] * d + [3e38] * d], dtype=torch.float32, device=device)
         res = roi_align(x.float().to(device), big, 3)  # extent overflows float32: zeros, no UB

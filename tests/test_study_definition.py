@@ -33,6 +33,30 @@ def test_paper_preset_is_the_protocol():
     assert {"retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet"} <= set(p.models)
 
 
+def test_quick_and_standard_presets_cover_the_question():
+    from retina_unet.study.definition import DEFAULT_PRESET, PRESET_NAMES, STUDY_PRESET_NOTES
+
+    q = preset("quick")
+    assert set(q.tasks) == {"donuts_shape", "donuts_pattern", "circles_scale"}
+    assert {"retina_unet", "retina_net", "mask_rcnn", "detunet"} <= set(q.models)
+    assert {1000, 100, 20} <= set(q.n_train) and len(q.seeds) >= 3 and q.train_preset == "cpu"
+    s = preset("standard")
+    assert set(s.models) == set(preset("paper").models) and len(s.models) == 6 and set(s.tasks) == set(q.tasks)
+    assert set(s.n_train) == {1000, 500, 200, 100, 50, 20, 10} and len(s.seeds) == 5 and s.train_preset == "cpu"
+    assert PRESET_NAMES == tuple(PRESETS) and DEFAULT_PRESET in PRESETS and set(STUDY_PRESET_NOTES) == set(PRESETS)
+
+
+def test_grids_grow_by_union_and_protocols_do_not_merge():
+    d = small()
+    grown = d.union(small(seeds=(2,), models=("mask_rcnn",)))
+    assert grown.seeds == (0, 1, 2) and grown.models == ("retina_net", "retina_unet", "mask_rcnn")
+    assert grown.protocol_hash == d.protocol_hash != small(train_preset="cpu").protocol_hash
+    assert d.added_by(small(seeds=(1, 2))) == {"seeds": [2]} and d.added_by(small(seeds=(0,))) == {}
+    assert small(overrides={"epochs": 3}).protocol_hash != d.protocol_hash
+    with pytest.raises(StudyError, match="different protocols"):
+        d.union(small(overrides={"epochs": 3}))
+
+
 def test_runs_expand_the_grid_seed_major():
     runs = small().runs()
     assert len(runs) == 2 * 2 * 2

@@ -29,6 +29,20 @@ def valid_results(out: Path) -> dict[str, tuple[int, bytes]]:
             if folder.read_result(p.stem) is not None}
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of the processes in process group ``pgid`` that are still running (zombies excluded:
+    a reparented dead worker may stay a zombie until the machine's init reaps it). Linux /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def sweep_cmd(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "retina_unet.study", "run", "--preset", "smoke", "--out", str(out),
             "--data-root", str(data), "--no-progress", *extra]
@@ -47,9 +61,17 @@ def test_a_killed_sweep_loses_nothing_redoes_nothing_counts_no_partial(tmp_path)
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # the sweep process only, as `kill -9 <pid>` would
     proc.wait()
-    assert valid_results(out), (tmp_path / "first.log").read_text()[-3000:]
-    time.sleep(3)  # an orphaned worker would commit within this (a smoke run takes ~1-2 s)
     finished = valid_results(out)
+    assert finished, (tmp_path / "first.log").read_text()[-3000:]
+    # The workers must die with the sweep: wait (generously) until none of its process group runs.
+    # A surviving orphan fails here; one that committed on its way out changes the results below.
+    deadline = time.time() + 120
+    while (alive := live_group_members(proc.pid)) and time.time() < deadline:
+        time.sleep(0.1)
+    if alive:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"workers {alive} outlived the killed sweep by 120 s (orphans could commit results)")
+    assert valid_results(out) == finished, "a result was committed after the sweep was killed"
     assert 1 <= len(finished) < len(run_ids), "kill came too late to test anything"
     # Nothing partial is in results/, and a partial/corrupt file planted for an unfinished run is not counted.
     for p in (out / "results").glob("*.json"):
@@ -71,7 +93,8 @@ def test_a_killed_sweep_loses_nothing_redoes_nothing_counts_no_partial(tmp_path)
 
 @pytest.mark.timeout(300)
 def test_ray_backend_runs_the_smoke_study_on_a_local_ray(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (a test dependency: missing Ray fails here, it does not skip)
+
     from retina_unet.study import RayBackend
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

@@ -91,7 +91,6 @@ def test_without_tensorboard_csv_only_and_one_warning(tmp_path, monkeypatch):
 @pytest.fixture
 def smoke_run(tmp_path, monkeypatch):
     """A smoke-preset run end to end (tiny stand-in detector), as in test_training."""
-    pytest.importorskip("toy_data")
     import retina_unet.pipeline as run
 
     use_tiny_models(monkeypatch)

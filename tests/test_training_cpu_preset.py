@@ -7,7 +7,6 @@ import pytest
 
 @pytest.mark.slow
 def test_cpu_preset_retina_unet_donuts_shape_reaches_map_09(tmp_path):
-    pytest.importorskip("retina_unet.models")
     from retina_unet.pipeline import train_and_evaluate
     from retina_unet.training import preset
 

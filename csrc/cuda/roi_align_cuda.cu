@@ -13,7 +13,19 @@
 //   over the bins near the voxel the separable weight prod_k W_k[p_k, j_k] times grad. No atomics,
 //   a fixed summation order: bitwise reproducible. Cost grows with K * input size (roi scan is a
 //   broadcast read of a few bytes per roi), so it is the slower path, used only when asked for.
-// Invalid batch indices give zeros here (no device sync); the Python wrapper reports them.
+// Invalid batch indices give zeros here (no device sync); the Python wrapper reports them on the
+// CPU, and on CUDA only under its debug switch (a value check would synchronise).
+//
+// Kernel generations (kernel_version.h). v1: the kernels above, one thread per output element, each
+// recomputing its roi's geometry. v2 (opt-in until it has passed the CUDA tests and
+// compute-sanitizer on a GPU): one block per (roi, chunk of (channel, bin) outputs in output order);
+// the roi's geometry and, per axis and bin, the table of its valid samples (index pair, weights,
+// int32 indices) are computed once per block into shared memory, with exactly the v1 functions, so
+// the forward is bitwise equal to v1; the inner loop then only reads the tables and the input
+// (float32 for float/half/bfloat16). The v2 atomic backward uses the same tables and issues one
+// atomicAdd per non-zero corner weight (no per-thread merge cache on the stack). Rois whose tables
+// do not fit (more than kTabCap samples per axis, or more than kMaxPooledV2 bins per axis) fall back
+// to the v1 per-thread computation inside the v2 kernel.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -26,6 +38,7 @@
 
 #include <vector>
 
+#include "kernel_version.h"
 #include "roi_align_common.h"
 
 namespace retina_unet {
@@ -310,6 +323,230 @@ __global__ void roi_align_backward_gather_kernel(const scalar_t* __restrict__ gr
   }
 }
 
+
+// ---- v2 kernels ------------------------------------------------------------------------------
+
+constexpr int kTabCap = 512;        // valid samples per axis per roi (all bins) held in shared memory
+constexpr int kMaxPooledV2 = 64;    // bins per axis with a table
+constexpr int kV2Threads = 256;
+constexpr int kV2Items = 4;         // outputs per thread per block
+
+template <typename acc_t>
+struct TabEntry {
+  int32_t lo, hi;
+  acc_t wl, wh;
+};
+
+// Per-block shared state of one roi: geometry and per-axis sample tables (slot p * grid_k + j).
+template <int D, typename acc_t>
+struct RoiShared {
+  TabEntry<acc_t> tab[D][kTabCap];
+  int32_t cnt[D][kMaxPooledV2];
+  Axis<acc_t> ax[D];
+  acc_t count;
+  int64_t batch;  // < 0: the roi gives zeros
+  int fits;       // tables built; else per-thread v1 computation
+};
+
+// Builds the shared state (all threads call it; ends with a barrier).
+template <int D, typename scalar_t>
+__device__ __forceinline__ void build_roi_shared(const KGeom& g, const scalar_t* roi,
+                                                 RoiShared<D, at::opmath_type<scalar_t>>& sh) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (threadIdx.x == 0) {
+    Axis<acc_t> ax[D];
+    acc_t count = acc_t(1);
+    sh.batch = roi_axes<D, acc_t>(g, roi, ax, count);
+    int fits = 1;
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      sh.ax[k] = ax[k];
+      fits = fits && ax[k].pooled <= kMaxPooledV2 && ax[k].grid * ax[k].pooled <= kTabCap;
+    }
+    sh.count = count;
+    sh.fits = fits;
+  }
+  __syncthreads();
+  if (sh.batch < 0 || !sh.fits) return;
+  int64_t total_bins = 0;
+#pragma unroll
+  for (int k = 0; k < D; ++k) total_bins += sh.ax[k].pooled;
+  for (int64_t q = threadIdx.x; q < total_bins; q += blockDim.x) {
+    int k = 0;
+    int64_t p = q;
+    while (p >= sh.ax[k].pooled) p -= sh.ax[k].pooled, ++k;
+    const Axis<acc_t>& a = sh.ax[k];
+    int64_t wb, we;
+    rad::valid_window(a, p, wb, we);
+    int32_t c = 0;
+    TabEntry<acc_t>* slot = &sh.tab[k][p * a.grid];
+    for (int64_t i = wb; i < we; ++i) {
+      Interp<acc_t> it;
+      if (!rad::interp(rad::sample_coord(a, p, i), a.size, it)) continue;
+      slot[c].lo = static_cast<int32_t>(it.lo);
+      slot[c].hi = static_cast<int32_t>(it.hi);
+      slot[c].wl = it.wl;
+      slot[c].wh = it.wh;
+      ++c;
+    }
+    sh.cnt[k][p] = c;
+  }
+  __syncthreads();
+}
+
+// Forward over the tables: same visiting order and arithmetic as FwdSamples (bitwise equal).
+template <int D, int K, typename acc_t, typename scalar_t>
+struct TabFwd {
+  static __device__ __forceinline__ void run(const RoiShared<D, acc_t>& sh, const int64_t* p, Interp<acc_t>* s,
+                                             const scalar_t* x, const int64_t* stride, acc_t& acc) {
+    const TabEntry<acc_t>* e = &sh.tab[K][p[K] * sh.ax[K].grid];
+    const int32_t n = sh.cnt[K][p[K]];
+    for (int32_t j = 0; j < n; ++j) {
+      s[K].lo = e[j].lo;
+      s[K].hi = e[j].hi;
+      s[K].wl = e[j].wl;
+      s[K].wh = e[j].wh;
+      TabFwd<D, K + 1, acc_t, scalar_t>::run(sh, p, s, x, stride, acc);
+    }
+  }
+};
+template <int D, typename acc_t, typename scalar_t>
+struct TabFwd<D, D, acc_t, scalar_t> {
+  static __device__ __forceinline__ void run(const RoiShared<D, acc_t>&, const int64_t*, Interp<acc_t>* s,
+                                             const scalar_t* x, const int64_t* stride, acc_t& acc) {
+    acc = acc + corner_sum<D, acc_t, scalar_t>(s, x, stride);
+  }
+};
+
+template <int D>
+__device__ __forceinline__ void split_bin(const KGeom& g, int64_t q, int64_t* p) {
+#pragma unroll
+  for (int k = D - 1; k >= 0; --k) {
+    p[k] = q % g.pooled[k];
+    q /= g.pooled[k];
+  }
+}
+
+// Grid (K, chunks): block (r, y) computes outputs [y * T * I, (y + 1) * T * I) of roi r, in order.
+template <int D, typename scalar_t>
+__global__ void __launch_bounds__(kV2Threads) roi_align_forward_v2_kernel(const scalar_t* __restrict__ x,
+                                                                          const scalar_t* __restrict__ rois, KGeom g,
+                                                                          scalar_t* __restrict__ out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  // Raw storage: Axis has default member initialisers, which __shared__ variables may not have.
+  __shared__ __align__(16) unsigned char sh_raw[sizeof(RoiShared<D, acc_t>)];
+  auto& sh = *reinterpret_cast<RoiShared<D, acc_t>*>(sh_raw);
+  const int64_t r = blockIdx.x;
+  build_roi_shared<D, scalar_t>(g, rois + r * (1 + 2 * D), sh);
+  const int64_t per_roi = g.C * g.pvol;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.y) * kV2Threads * kV2Items;
+  const int64_t o1 = o0 + kV2Threads * kV2Items < per_roi ? o0 + kV2Threads * kV2Items : per_roi;
+  scalar_t* out_r = out + r * per_roi;
+  for (int64_t o = o0 + threadIdx.x; o < o1; o += kV2Threads) {
+    acc_t val = acc_t(0);
+    if (sh.batch >= 0) {
+      const int64_t c = o / g.pvol;
+      int64_t p[D];
+      split_bin<D>(g, o - c * g.pvol, p);
+      const scalar_t* xc = x + (sh.batch * g.C + c) * g.vol;
+      Interp<acc_t> s[D];
+      if (sh.fits) {
+        TabFwd<D, 0, acc_t, scalar_t>::run(sh, p, s, xc, g.stride, val);
+      } else {
+        int64_t wb[D], we[D];
+#pragma unroll
+        for (int k = 0; k < D; ++k) rad::valid_window(sh.ax[k], p[k], wb[k], we[k]);
+        FwdSamples<D, 0, acc_t, scalar_t>::run(sh.ax, p, wb, we, s, xc, g.stride, val);
+      }
+      val = val / sh.count;
+    }
+    out_r[o] = static_cast<scalar_t>(val);
+  }
+}
+
+// Atomic backward over the tables: one atomicAdd per non-zero corner weight.
+template <int D, int K, typename acc_t>
+struct TabBwd {
+  static __device__ __forceinline__ void run(const RoiShared<D, acc_t>& sh, const int64_t* p, Interp<acc_t>* s,
+                                             acc_t* gx, const int64_t* stride, acc_t gval) {
+    const TabEntry<acc_t>* e = &sh.tab[K][p[K] * sh.ax[K].grid];
+    const int32_t n = sh.cnt[K][p[K]];
+    for (int32_t j = 0; j < n; ++j) {
+      s[K].lo = e[j].lo;
+      s[K].hi = e[j].hi;
+      s[K].wl = e[j].wl;
+      s[K].wh = e[j].wh;
+      TabBwd<D, K + 1, acc_t>::run(sh, p, s, gx, stride, gval);
+    }
+  }
+};
+template <int D, typename acc_t>
+struct TabBwd<D, D, acc_t> {
+  static __device__ __forceinline__ void run(const RoiShared<D, acc_t>&, const int64_t*, Interp<acc_t>* s, acc_t* gx,
+                                             const int64_t* stride, acc_t gval) {
+#pragma unroll
+    for (int c = 0; c < (1 << D); ++c) {
+      acc_t w = acc_t(1);
+      int64_t off = 0;
+#pragma unroll
+      for (int k = 0; k < D; ++k) {
+        const bool hi = (c >> (D - 1 - k)) & 1;
+        const acc_t wk = hi ? s[k].wh : s[k].wl;
+        w = k == 0 ? wk : mul_rn(w, wk);
+        off += (hi ? s[k].hi : s[k].lo) * stride[k];
+      }
+      if (w != acc_t(0)) atomicAdd(gx + off, mul_rn(w, gval));
+    }
+  }
+};
+
+template <int D, typename scalar_t>
+__global__ void __launch_bounds__(kV2Threads)
+    roi_align_backward_atomic_v2_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ rois, KGeom g,
+                                        at::opmath_type<scalar_t>* __restrict__ gx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  // Raw storage: Axis has default member initialisers, which __shared__ variables may not have.
+  __shared__ __align__(16) unsigned char sh_raw[sizeof(RoiShared<D, acc_t>)];
+  auto& sh = *reinterpret_cast<RoiShared<D, acc_t>*>(sh_raw);
+  const int64_t r = blockIdx.x;
+  build_roi_shared<D, scalar_t>(g, rois + r * (1 + 2 * D), sh);
+  if (sh.batch < 0) return;  // uniform
+  const int64_t per_roi = g.C * g.pvol;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.y) * kV2Threads * kV2Items;
+  const int64_t o1 = o0 + kV2Threads * kV2Items < per_roi ? o0 + kV2Threads * kV2Items : per_roi;
+  const scalar_t* grad_r = grad + r * per_roi;
+  for (int64_t o = o0 + threadIdx.x; o < o1; o += kV2Threads) {
+    const acc_t gval = static_cast<acc_t>(grad_r[o]) / sh.count;
+    if (gval == acc_t(0)) continue;
+    const int64_t c = o / g.pvol;
+    int64_t p[D];
+    split_bin<D>(g, o - c * g.pvol, p);
+    acc_t* base = gx + (sh.batch * g.C + c) * g.vol;
+    Interp<acc_t> s[D];
+    if (sh.fits) {
+      TabBwd<D, 0, acc_t>::run(sh, p, s, base, g.stride, gval);
+    } else {
+      PendingAdds<acc_t> pend;
+      int64_t wb[D], we[D];
+#pragma unroll
+      for (int k = 0; k < D; ++k) rad::valid_window(sh.ax[k], p[k], wb[k], we[k]);
+      BwdSamples<D, 0, acc_t>::run(sh.ax, p, wb, we, s, base, g.stride, gval, pend);
+      pend.flush(base);
+    }
+  }
+}
+
+// v2 launch shape, or false when v1 must run (per-roi chunks exceed the grid's y limit).
+bool v2_grid(const KGeom& g, dim3& grid) {
+  const int64_t per_roi = g.C * g.pvol;
+  const int64_t chunks = (per_roi + kV2Threads * kV2Items - 1) / (kV2Threads * kV2Items);
+  if (g.K > 2147483647LL || chunks > 65535 || chunks == 0) return false;
+  for (int k = 0; k < 3; ++k)
+    if (g.size[k] > 2147483647LL) return false;  // table indices are int32
+  grid = dim3(static_cast<unsigned>(g.K), static_cast<unsigned>(chunks));
+  return true;
+}
+
 KGeom describe(const char* op, const at::Tensor& rois, double spatial_scale, at::IntArrayRef output_size,
                int64_t sampling_ratio, bool aligned, at::IntArrayRef input_shape, at::ScalarType dtype) {
   const int64_t D = static_cast<int64_t>(input_shape.size()) - 2;
@@ -362,15 +599,23 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
                            input.scalar_type());
   const int64_t D = input.dim() - 2;
   c10::cuda::CUDAGuard guard(input.device());
-  auto out = at::zeros(out_shape(g, D), input.options());
-  if (out.numel() == 0 || input.numel() == 0) return out;
+  if (g.K == 0 || g.C == 0 || input.numel() == 0) return at::zeros(out_shape(g, D), input.options());
+  auto out = at::empty(out_shape(g, D), input.options());  // every element is written
   auto x = input.contiguous();
   auto r = rois.contiguous();
   const int threads = 256;
   const int64_t total = out.numel();
   auto stream = at::cuda::getCurrentCUDAStream();
+  dim3 grid2;
+  const bool v2 = kernel_version() == 2 && v2_grid(g, grid2);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "roi_align_forward_cuda", [&] {
-    if (D == 2)
+    if (v2 && D == 2)
+      roi_align_forward_v2_kernel<2, scalar_t><<<grid2, kV2Threads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, out.data_ptr<scalar_t>());
+    else if (v2)
+      roi_align_forward_v2_kernel<3, scalar_t><<<grid2, kV2Threads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, out.data_ptr<scalar_t>());
+    else if (D == 2)
       roi_align_forward_kernel<2, scalar_t><<<blocks_for(total, threads), threads, 0, stream>>>(
           x.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, total, out.data_ptr<scalar_t>());
     else
@@ -411,8 +656,9 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   auto gr = grad.contiguous();
   auto r = rois.contiguous();
   if (at::globalContext().deterministicAlgorithms()) {
-    auto gx = at::zeros(input_shape, grad.options());
-    if (gx.numel() == 0 || g.K == 0) return gx;
+    if (g.K == 0) return at::zeros(input_shape, grad.options());
+    auto gx = at::empty(input_shape, grad.options());  // the gather kernel writes every element
+    if (gx.numel() == 0) return gx;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gr.scalar_type(), "roi_align_backward_gather_cuda", [&] {
       if (D == 2)
         backward_gather<2, scalar_t>(g, gr, r, gx, stream);
@@ -425,9 +671,17 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   if (gr.numel() > 0 && gx.numel() > 0) {
     const int threads = 256;
     const int64_t total = gr.numel();
+    dim3 grid2;
+    const bool v2 = kernel_version() == 2 && v2_grid(g, grid2);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gr.scalar_type(), "roi_align_backward_atomic_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      if (D == 2)
+      if (v2 && D == 2)
+        roi_align_backward_atomic_v2_kernel<2, scalar_t><<<grid2, kV2Threads, 0, stream>>>(
+            gr.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, gx.data_ptr<acc_t>());
+      else if (v2)
+        roi_align_backward_atomic_v2_kernel<3, scalar_t><<<grid2, kV2Threads, 0, stream>>>(
+            gr.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, gx.data_ptr<acc_t>());
+      else if (D == 2)
         roi_align_backward_atomic_kernel<2, scalar_t><<<blocks_for(total, threads), threads, 0, stream>>>(
             gr.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(), g, total, gx.data_ptr<acc_t>());
       else

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from retina_unet.inference.tta import flip_boxes, flip_images, flip_seg, mirror_views
-from retina_unet.inference.wbc import weighted_box_clustering
+from retina_unet.inference.wbc import weighted_box_clustering_batched
 from retina_unet.ops import nms
 
 MERGES = ("wbc", "nms", "none")
@@ -92,16 +92,14 @@ class Predictor:
         out_b, out_s, out_l = [], [], []
         if self.merge == "none":
             out_b, out_s, out_l = [boxes], [scores], [labels]
+        elif self.merge == "wbc":  # all classes at once, on the device (groups = classes)
+            bx, sc, cl = weighted_box_clustering_batched(boxes, scores, ids, labels, self.n_members, self.wbc_iou)
+            out_b, out_s, out_l = [bx], [sc], [cl]
         else:
             for cls in labels.unique().tolist():
                 sel = labels == cls
-                if self.merge == "wbc":
-                    bx, sc = weighted_box_clustering(
-                        boxes[sel], scores[sel], ids[sel], self.n_members, self.wbc_iou
-                    )
-                else:
-                    keep = nms(boxes[sel], scores[sel], self.nms_iou)
-                    bx, sc = boxes[sel][keep], scores[sel][keep]
+                keep = nms(boxes[sel], scores[sel], self.nms_iou)
+                bx, sc = boxes[sel][keep], scores[sel][keep]
                 out_b.append(bx.to(boxes.device))
                 out_s.append(sc.to(boxes.device))
                 out_l.append(torch.full((len(sc),), cls, dtype=torch.int64, device=boxes.device))

@@ -2,13 +2,15 @@
 
 ``model_config(spatial_dims, size)`` resolves presets:
 - "paper": the published settings (ResNet50 [3, 4, 6, 3]; 48 start filters / 192 FPN channels in 2D,
-  18 / 36 in 3D; detection on P2-P5; MDT's anisotropic 3D strides, axis 0 = slices).
+  18 / 36 in 3D; detection on P2-P5; MDT's anisotropic 3D strides, axis 0 = slices; cubic 3D anchors
+  16 / 32 / 64 / 128 fitted to the isotropic 3D toys).
 - "cpu": small enough to train on a 2-core CPU in minutes (blocks (1, 1, 1, 1), 16 filters, FPN 48,
   heads 64 x 2 convs, detection on P3-P5 with base anchors 32/64/128 px x 3 scales, so P3's anchors
   (32, 40, 51 px on a stride-8 grid) bracket the ~39 px toy discs; in 3D 8 filters, FPN 32, detection
   on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, isotropic strides).
 - "tiny": for unit tests only.
-Any field can be overridden: ``model_config(2, "cpu", num_classes=3)``.
+Any field can be overridden: ``model_config(2, "cpu", num_classes=3)``. Every setting next to MDT's
+value and the paper's text, and why it differs where it does: ``docs/models.md``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 Stride = int | tuple[int, ...]
+INITS = ("pytorch", "he_fan_out")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class ModelConfig:
     # inputs whose size is not a multiple of the deepest stride are padded (replicate, at the high
     # end) and outputs cropped back; False: such inputs raise a ValueError naming the multiple
     pad_to_multiple: bool = True
+    # "pytorch": PyTorch's default initialisation (MDT's toy configs, weight_init=None);
+    # "he_fan_out": He-normal fan-out convs with zero biases (this project's earlier choice)
+    init: str = "pytorch"
 
     # --- heads -----------------------------------------------------------------------------------
     head_channels: int = 256
@@ -54,18 +60,27 @@ class ModelConfig:
 
     # --- matching, coding, losses (one-stage) -----------------------------------------------------
     match_fg_iou: float = 0.5  # IoU >= this -> positive anchor
-    match_bg_iou: float = 0.3  # IoU < this -> negative anchor; in between ignored (MDT 2D: 0.3)
+    match_bg_iou: float = 0.1  # IoU < this -> negative anchor, in between ignored (MDT: 0.1 2D, 0.01 3D)
     match_low_quality: bool = True  # each object's best anchors are positive too (as MDT)
     box_center_weight: float = 10.0  # delta weights = 1 / MDT's bbox std (0.1 centre, 0.2 size)
     box_size_weight: float = 5.0
     box_log_clamp: float = math.log(1000.0 / 16)
     class_loss: str = "shem"  # "shem" (softmax + hard-negative mining, paper) | "focal"
+    # positives per image that enter the class and box losses, drawn at random from the matched
+    # anchors (MDT: rpn_train_anchors_per_image // 2 = 1 for the toys); None = all matched anchors
+    max_positives: int | None = 1
     neg_pos_ratio: float = 1.0  # MDT: as many mined negatives as positives (at least 1)
-    shem_poolsize: int = 20  # sample negatives from the poolsize * count hardest ones
+    # negatives are drawn from the shem_poolsize * count hardest ones (MDT toys: 10);
+    # None = from all negatives (uniform)
+    shem_poolsize: int | None = 10
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     smooth_l1_beta: float = 1.0
     seg_loss_weight: float = 1.0  # weight of (soft Dice + CE) / 2 on P0
+    # segmentation targets of the P0 head: "binary" (foreground vs background) or "per_class"
+    # (background + one channel per class); None = the model's MDT setting (Retina U-Net binary,
+    # U-FRCNN+ and DetU-Net per class). Models resolve it into their ``cfg``.
+    seg_classes: str | None = None
 
     # --- post-processing --------------------------------------------------------------------------
     score_floor: float = 0.1  # MDT model_min_confidence
@@ -77,17 +92,24 @@ class ModelConfig:
     # --- two-stage (Mask R-CNN / Faster R-CNN+ / U-FRCNN+) ----------------------------------------
     rpn_anchor_scales_per_octave: int = 1
     rpn_fg_iou: float = 0.7
-    rpn_bg_iou: float = 0.3
-    rpn_batch_size: int = 64  # sampled anchors per image (MDT toys: few objects)
+    rpn_bg_iou: float = 0.1  # MDT: negatives below 0.1 (2D) / 0.01 (3D)
+    # anchors per image in the RPN loss (MDT toys rpn_train_anchors_per_image: 2): at most
+    # batch * fraction positives, the rest negatives mined as in the one-stage loss (shem_poolsize)
+    rpn_batch_size: int = 2
     rpn_positive_fraction: float = 0.5
     rpn_pre_nms_top_k: int = 2000  # per level
     rpn_post_nms_top_k_train: int = 300
     rpn_post_nms_top_k_test: int = 300
     rpn_nms_iou: float = 0.7
-    roi_batch_size: int = 64  # sampled proposals per image
-    roi_positive_fraction: float = 0.33
-    roi_fg_iou: float = 0.5
-    roi_canonical_size: float = 224.0  # level = canonical_level + log2(size / canonical_size)
+    # sampled RoIs per image (MDT toys train_rois_per_image: 2, roi_positive_ratio: 0.5); the
+    # negatives are drawn uniformly (MDT mines them; docs/models.md)
+    roi_batch_size: int = 2
+    roi_positive_fraction: float = 0.5
+    roi_fg_iou: float = 0.5  # MDT: 0.5 (2D) / 0.3 (3D)
+    roi_bg_iou: float = 0.1  # RoIs below this are negatives, in between ignored (MDT: 0.1 / 0.01)
+    # level = round(canonical_level + log2(size / canonical_size)); 80 at P4 is MDT's rule for
+    # 320^2 images (round(4 + log2(sqrt(h * w) / 320)) on P2..P5 indexed 0..3), so ~40 px -> P3
+    roi_canonical_size: float = 80.0
     roi_canonical_level: int = 4
     box_pool_size: tuple[int, ...] = (7, 7)  # (3, 7, 7) in 3D (axis 0 = slices)
     mask_pool_size: tuple[int, ...] = (14, 14)  # (5, 14, 14) in 3D; masks are twice that
@@ -115,6 +137,16 @@ class ModelConfig:
             raise ValueError(f"class_loss must be 'shem' or 'focal', got {self.class_loss!r}")
         if not 0 <= self.match_bg_iou <= self.match_fg_iou <= 1:
             raise ValueError("need 0 <= match_bg_iou <= match_fg_iou <= 1")
+        if not 0 <= self.roi_bg_iou <= self.roi_fg_iou <= 1:
+            raise ValueError("need 0 <= roi_bg_iou <= roi_fg_iou <= 1")
+        if self.seg_classes not in (None, "binary", "per_class"):
+            raise ValueError(f"seg_classes must be 'binary', 'per_class' or None, got {self.seg_classes!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.max_positives is not None and self.max_positives < 1:
+            raise ValueError(f"max_positives must be >= 1 or None, got {self.max_positives}")
+        if self.shem_poolsize is not None and self.shem_poolsize < 1:
+            raise ValueError(f"shem_poolsize must be >= 1 or None, got {self.shem_poolsize}")
 
     def replace(self, **overrides) -> ModelConfig:
         return dataclasses.replace(self, **overrides)
@@ -132,16 +164,25 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
     d = spatial_dims
     base: dict = {"spatial_dims": d}
     if d == 3:
-        base.update(box_pool_size=(3, 7, 7), mask_pool_size=(5, 14, 14), match_bg_iou=0.1)
+        # MDT 3D: negatives below IoU 0.01 (anchors, RPN, RoIs), positive RoIs from IoU 0.3
+        base.update(
+            box_pool_size=(3, 7, 7),
+            mask_pool_size=(5, 14, 14),
+            match_bg_iou=0.01,
+            rpn_bg_iou=0.01,
+            roi_bg_iou=0.01,
+            roi_fg_iou=0.3,
+        )
     if size == "paper":
         if d == 3:
-            # MDT 3D: 18 filters, FPN 36, slices (axis 0) at strides 1, 2, 4, 8 for P2..P5; z anchor
-            # sizes follow the z strides (MDT's rpn_anchor_scales "z").
+            # MDT 3D: 18 filters, FPN 36, slices (axis 0) at strides 1, 2, 4, 8 for P2..P5. Anchors
+            # fitted to the isotropic 3D toys (docs/models.md, "3D anchors"): cubes, P2's scales
+            # 16 / 20 / 25 bracket the 14-19 voxel balls.
             base.update(
                 start_filters=18,
                 fpn_channels=36,
                 strides=((1, 2, 2), (1, 2, 2), 2, 2, 2),
-                anchor_sizes=((2, 8, 8), (4, 16, 16), (8, 32, 32), (16, 64, 64)),
+                anchor_sizes=(16, 32, 64, 128),
                 head_channels=64,
                 fc_channels=512,
             )
@@ -160,7 +201,6 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
             rpn_pre_nms_top_k=1000,
             rpn_post_nms_top_k_train=200,
             rpn_post_nms_top_k_test=100,
-            roi_canonical_size=80.0,  # ~40 px RoIs pool from P3
         )
         if d == 3:
             # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 (stride 4) anchors 16 / 20 / 25
@@ -192,7 +232,6 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
             rpn_post_nms_top_k_test=20,
             rpn_batch_size=16,
             roi_batch_size=8,
-            roi_canonical_size=32.0,
             box_pool_size=(3,) * d,
             mask_pool_size=(4,) * d,
         )

@@ -26,9 +26,13 @@ class Detector(nn.Module):
     name: str = "detector"
     needs_masks: bool = False
     has_segmentation: bool = False
+    # segmentation mode when ``cfg.seg_classes`` is None (MDT's setting for the model)
+    default_seg_classes: str = "per_class"
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if self.has_segmentation and cfg.seg_classes is None:
+            cfg = cfg.replace(seg_classes=self.default_seg_classes)  # recorded resolved in model.cfg
         self.cfg = cfg
         self.spatial_dims = cfg.spatial_dims
         self.num_classes = cfg.num_classes
@@ -42,7 +46,8 @@ class Detector(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[dict]:
         """Per image: "boxes" (P, 2D) float32, "scores" (P,) float32, "labels" (P,) int64 in 1..C,
-        and "seg" (C+1, *S) float32 softmax probabilities when ``has_segmentation``."""
+        and "seg" (K, *S) float32 softmax probabilities when ``has_segmentation`` (channel 0 =
+        background; K = 2 with ``cfg.seg_classes == "binary"``, else C+1)."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, targets: Sequence[dict] | None = None):

@@ -79,8 +79,13 @@ class DetUNet(Detector):
             min_level=0,
             fine_channels=cfg.fine_channels,
         )
-        init_weights(self.backbone)
-        self.seg_head = SegHead(d, self.backbone.out_channels[0], cfg.num_classes)
+        if self.cfg.seg_classes != "per_class":
+            raise ValueError(
+                "detunet: seg_classes must be 'per_class' (its boxes take their class from the "
+                f"segmentation), got {self.cfg.seg_classes!r}"
+            )
+        init_weights(self.backbone, cfg.init)
+        self.seg_head = SegHead(d, self.backbone.out_channels[0], cfg.num_classes, "per_class")
         self.required_multiple = self.backbone.required_multiple
 
     def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Mask R-CNN, Faster R-CNN+ (mask loss off) and U-FRCNN+ (Faster R-CNN+ on the U-FPN + P0 seg loss).
 
-Recipe: backbone -> RPN proposals -> (training) add ground truth, match (IoU >= roi_fg_iou), sample
-RoIs -> multi-level RoIAlign (``retina_unet.ops.roi_align``) -> box head (class + class-specific
+Recipe: backbone -> RPN proposals -> (training) add ground truth, match (IoU >= roi_fg_iou positive,
+< roi_bg_iou negative, in between ignored), sample RoIs -> multi-level RoIAlign (``retina_unet.ops.roi_align``) -> box head (class + class-specific
 deltas) [-> mask head on positives, per-class sigmoid masks at 2x the mask pool size].
 Mask targets are the object's class channel of the image's class map, RoIAligned to the mask grid
 and thresholded at 0.5 (instances of one class that overlap a RoI would leak in; the toys have one
@@ -21,7 +21,7 @@ from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
 from retina_unet.models.losses import box_regression_loss
 from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import empty_detections, op, select_detections
+from retina_unet.models.postprocess import select_detections_batched
 from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
 from retina_unet.models.rpn import RPN
 from retina_unet.models.sampling import sample_balanced
@@ -56,14 +56,16 @@ class TwoStageDetector(Detector):
             min_level=0 if self.with_seg else self.levels[0],
             fine_channels=cfg.fine_channels,
         )
-        init_weights(self.backbone)
+        init_weights(self.backbone, cfg.init)
         self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)
         self.box_head = BoxHead(d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c)
         self.mask_head = (
             MaskHead(d, cfg.fpn_channels, cfg.head_channels, c, cfg.norm) if self.with_mask else None
         )
-        self.seg_head = SegHead(d, self.backbone.out_channels[0], c) if self.with_seg else None
-        self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_fg_iou, low_quality=False)
+        self.seg_head = (
+            SegHead(d, self.backbone.out_channels[0], c, self.cfg.seg_classes) if self.with_seg else None
+        )
+        self.roi_matcher = Matcher(cfg.roi_fg_iou, cfg.roi_bg_iou, low_quality=False)
         self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
         self.required_multiple = self.backbone.required_multiple
 
@@ -157,7 +159,7 @@ class TwoStageDetector(Detector):
             )  # (1, C, *S)
             idx = torch.zeros((r.shape[0], 1), dtype=r.dtype, device=device)
             masks_t.append(
-                op("roi_align")(
+                ops.roi_align(
                     onehot, torch.cat([idx, r], 1).float(), mask_size, 1.0, ROI_SAMPLING_RATIO, True
                 )
             )
@@ -175,30 +177,31 @@ class TwoStageDetector(Detector):
         logits, deltas = self.box_head(self._pool(feats, proposals, cfg.box_pool_size))
         probs = F.softmax(logits.float(), dim=1)
         seg = self.seg_head.probabilities(self.crop(self.seg_head(feats[0]), size)) if self.with_seg else None
-        results, start = [], 0
-        for i, p in enumerate(proposals):
-            n = p.shape[0]
-            if n:
-                sc = probs[start : start + n, 1:]  # (R, C)
-                boxes = self.coder.decode(deltas[start : start + n, 1:].float(), p[:, None, :])  # (R, C, 2D)
-                lab = torch.arange(1, c + 1, device=images.device).expand(n, c)
-                det = select_detections(
-                    boxes.reshape(n * c, -1),
-                    sc.reshape(-1),
-                    lab.reshape(-1),
-                    size,
-                    cfg.score_floor,
-                    cfg.pre_nms_top_k,
-                    cfg.nms_iou,
-                    cfg.max_detections,
-                    cfg.min_box_size,
-                )
-            else:
-                det = empty_detections(self.spatial_dims, images.device)
-            if seg is not None:
+        # All images at once (models.postprocess.select_detections_batched): one host sync.
+        counts = [p.shape[0] for p in proposals]
+        props = torch.cat(proposals) if proposals else probs.new_zeros((0, 2 * self.spatial_dims))
+        r = props.shape[0]
+        boxes = self.coder.decode(deltas[:r, 1:].float(), props[:, None, :])  # (R, C, 2D)
+        lab = torch.arange(1, c + 1, device=images.device).expand(r, c)
+        image_ids = torch.repeat_interleave(
+            torch.arange(len(counts), device=images.device), torch.tensor(counts, device=images.device), output_size=r
+        )
+        results = select_detections_batched(
+            boxes.reshape(r * c, -1),
+            probs[:r, 1:].reshape(-1),
+            lab.reshape(-1),
+            image_ids[:, None].expand(r, c).reshape(-1),
+            images.shape[0],
+            size,
+            cfg.score_floor,
+            cfg.pre_nms_top_k,
+            cfg.nms_iou,
+            cfg.max_detections,
+            cfg.min_box_size,
+        ).to_list()
+        if seg is not None:
+            for i, det in enumerate(results):
                 det["seg"] = seg[i]
-            results.append(det)
-            start += n
         return results
 
 

@@ -19,9 +19,9 @@ from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
 from retina_unet.models.coder import BoxCoder
 from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
-from retina_unet.models.losses import box_regression_loss, focal_class_loss, shem_class_loss
+from retina_unet.models.losses import box_regression_loss, cap_positives, focal_class_loss, shem_class_loss
 from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import empty_detections, select_detections
+from retina_unet.models.postprocess import select_detections_batched, top_candidates
 from retina_unet.models.segmentation import SegHead
 from retina_unet.nn.backbone import ResNetFPN, init_weights
 from retina_unet.nn.layers import ConvNormAct, conv_layer
@@ -40,7 +40,8 @@ class RetinaNetwork(nn.Module):
     """ResNet-FPN + Retina subnets. ``forward(x)`` -> dict with
 
     - "cls": ``(B, A, C+1)`` class logits, "box": ``(B, A, 2*D)`` deltas (A = all anchors, level order),
-    - "shapes": feature shapes of the detection levels, "seg": ``(B, C+1, *S)`` logits if ``with_seg``.
+    - "shapes": feature shapes of the detection levels, "seg": ``(B, K, *S)`` logits if ``with_seg``
+      (K = 2 binary, C+1 per class).
     """
 
     def __init__(self, cfg: ModelConfig, num_anchors: int, with_seg: bool) -> None:
@@ -62,8 +63,8 @@ class RetinaNetwork(nn.Module):
         cin = cfg.fpn_channels
         self.cls_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * (c + 1), cfg.norm)
         self.box_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * 2 * d, cfg.norm)
-        self.seg_head = SegHead(d, self.backbone.out_channels[0], c) if with_seg else None
-        init_weights(self)
+        self.seg_head = SegHead(d, self.backbone.out_channels[0], c, cfg.seg_classes) if with_seg else None
+        init_weights(self, cfg.init)
         nn.init.normal_(self.box_subnet[-1].weight, std=0.01)
         nn.init.normal_(self.cls_subnet[-1].weight, std=0.01)
         if self.seg_head is not None:
@@ -97,7 +98,7 @@ class OneStageDetector(Detector):
         self.anchor_generator = AnchorGenerator(
             cfg.spatial_dims, cfg.anchor_sizes, cfg.anchor_scales_per_octave, cfg.anchor_ratios
         )
-        self.network = RetinaNetwork(cfg, self.anchor_generator.num_anchors, self.with_seg)
+        self.network = RetinaNetwork(self.cfg, self.anchor_generator.num_anchors, self.with_seg)
         self.matcher = Matcher(cfg.match_fg_iou, cfg.match_bg_iou, cfg.match_low_quality)
         self.coder = BoxCoder(cfg.box_center_weight, cfg.box_size_weight, cfg.box_log_clamp)
         self.required_multiple = self.network.backbone.required_multiple
@@ -127,6 +128,7 @@ class OneStageDetector(Detector):
                     focal_class_loss(logits, matches, gt_labels, cfg.focal_alpha, cfg.focal_gamma)
                 )
             else:
+                matches = cap_positives(matches, cfg.max_positives)
                 cls_losses.append(
                     shem_class_loss(logits, matches, gt_labels, cfg.neg_pos_ratio, cfg.shem_poolsize)
                 )
@@ -151,31 +153,30 @@ class OneStageDetector(Detector):
         cfg, c, size = self.cfg, self.num_classes, tuple(images.shape[2:])
         probs = F.softmax(out["cls"].float(), dim=-1)[..., 1:]  # (B, A, C)
         seg = self.network.seg_head.probabilities(self.crop(out["seg"], size)) if self.with_seg else None
-        results = []
-        for i in range(images.shape[0]):
-            flat = probs[i].reshape(-1)
-            cand = torch.nonzero(flat > cfg.score_floor).squeeze(1)
-            if cand.numel() > cfg.pre_nms_top_k:
-                cand = cand[torch.topk(flat[cand], cfg.pre_nms_top_k).indices]
-            if cand.numel():
-                a = cand // c
-                boxes = self.coder.decode(out["box"][i][a].float(), anchors[a])
-                det = select_detections(
-                    boxes,
-                    flat[cand],
-                    cand % c + 1,
-                    size,
-                    cfg.score_floor,
-                    cfg.pre_nms_top_k,
-                    cfg.nms_iou,
-                    cfg.max_detections,
-                    cfg.min_box_size,
-                )
-            else:
-                det = empty_detections(self.spatial_dims, images.device)
-            if seg is not None:
+        # The whole batch at once on the device (models.postprocess): per-image top-k candidates,
+        # decode, then floor/clip/class-wise NMS/cap for all images; one host sync in to_list().
+        bsz = images.shape[0]
+        top_s, top_i, _ = top_candidates(probs.reshape(bsz, -1), cfg.score_floor, cfg.pre_nms_top_k)
+        a = top_i // c
+        deltas = out["box"].gather(1, a[..., None].expand(-1, -1, out["box"].shape[-1]))
+        boxes = self.coder.decode(deltas.float(), anchors[a])
+        image_ids = torch.arange(bsz, device=images.device).repeat_interleave(top_s.shape[1])
+        results = select_detections_batched(
+            boxes.reshape(-1, boxes.shape[-1]),
+            top_s.reshape(-1),
+            (top_i % c + 1).reshape(-1),
+            image_ids,
+            bsz,
+            size,
+            cfg.score_floor,
+            cfg.pre_nms_top_k,
+            cfg.nms_iou,
+            cfg.max_detections,
+            cfg.min_box_size,
+        ).to_list()
+        if seg is not None:
+            for i, det in enumerate(results):
                 det["seg"] = seg[i]
-            results.append(det)
         return results
 
 
@@ -186,9 +187,11 @@ class RetinaNet(OneStageDetector):
 
 
 class RetinaUNet(OneStageDetector):
-    """Retina U-Net: Retina Net on the U-FPN (P0..P5) + 1x1 seg head on P0, loss += (Dice + CE) / 2."""
+    """Retina U-Net: Retina Net on the U-FPN (P0..P5) + 1x1 seg head on P0, loss += (Dice + CE) / 2.
+    Segmentation is binary (foreground vs background) unless ``cfg.seg_classes="per_class"``."""
 
     name = "retina_unet"
     with_seg = True
     needs_masks = True
     has_segmentation = True
+    default_seg_classes = "binary"

@@ -12,19 +12,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from retina_unet.models.postprocess import op
+from retina_unet import ops
 from retina_unet.nn.layers import ConvNormAct, conv_layer, conv_transpose_layer
 
 
 def assign_levels(
     boxes: torch.Tensor, levels: Sequence[int], canonical_size: float, canonical_level: int
 ) -> torch.Tensor:
-    """FPN level per box: floor(canonical_level + log2(geometric-mean extent / canonical_size)),
-    clamped to ``levels`` (contiguous)."""
+    """FPN level per box: round(canonical_level + log2(geometric-mean extent / canonical_size)),
+    clamped to ``levels`` (contiguous). Rounding as MDT, so a ~39-40 px disc with canonical 80 at
+    level 4 goes to P3 (floor would send a 39 px disc to P2)."""
     d = boxes.shape[1] // 2
     ext = (boxes[:, d:] - boxes[:, :d]).clamp(min=1e-6)
     size = torch.exp(torch.log(ext).mean(dim=1))
-    k = torch.floor(canonical_level + torch.log2(size / canonical_size + 1e-8))
+    k = torch.round(canonical_level + torch.log2(size / canonical_size + 1e-8))
     return k.clamp(min(levels), max(levels)).to(torch.int64)
 
 
@@ -51,7 +52,7 @@ def multilevel_roi_align(
     if all_boxes.shape[0] == 0:
         return out
     lvl = assign_levels(all_boxes, levels, canonical_size, canonical_level)
-    roi_align = op("roi_align")
+    roi_align = ops.roi_align
     for k in levels:
         idx = torch.nonzero(lvl == k).squeeze(1)
         if idx.numel() == 0:

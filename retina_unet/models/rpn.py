@@ -1,7 +1,7 @@
 """Region proposal network on the FPN levels (2D / 3D): objectness + box deltas per anchor.
 
-Objectness is a sigmoid logit trained with binary CE on a balanced anchor sample (torchvision's
-recipe; MDT used a 2-class softmax with mining - equivalent in role). Proposals: per level the
+Objectness is a sigmoid logit (MDT: a 2-class softmax, the same function of one logit difference)
+trained with binary CE on a few random positives and SHEM-mined negatives per image (MDT's toys: 1 + 1). Proposals: per level the
 ``rpn_pre_nms_top_k`` best anchors, decoded and clipped, then NMS through ``retina_unet.ops``
 (per level, as groups) and the ``rpn_post_nms_top_k_*`` best overall.
 """
@@ -18,10 +18,8 @@ from retina_unet import ops
 from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
 from retina_unet.models.coder import BoxCoder, clip_boxes
 from retina_unet.models.config import ModelConfig
-from retina_unet.models.losses import box_regression_loss
-from retina_unet.models.matcher import Matcher
-from retina_unet.models.postprocess import op
-from retina_unet.models.sampling import sample_balanced
+from retina_unet.models.losses import box_regression_loss, shem_negatives
+from retina_unet.models.matcher import NEGATIVE, Matcher
 from retina_unet.nn.layers import ConvNormAct, conv_layer
 
 
@@ -98,9 +96,24 @@ class RPN(nn.Module):
             scores = obj[i, idx].float()
             ok = ((boxes[:, d:] - boxes[:, :d]) >= cfg.min_box_size).all(dim=1)
             boxes, scores, lvl = boxes[ok], scores[ok], lvl[ok]
-            keep = op("batched_nms")(boxes, scores, lvl, cfg.rpn_nms_iou, max_output=post)  # by score
+            keep = ops.batched_nms(boxes, scores, lvl, cfg.rpn_nms_iou, max_output=post)  # by score
             out.append(boxes[keep])
         return out
+
+    def _sample(self, obj: torch.Tensor, matches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor indices for the RPN losses of one image: at most ``rpn_batch_size *
+        rpn_positive_fraction`` random positives, and ``max(1, rpn_batch_size - #pos)`` negatives
+        mined from the ``shem_poolsize * count`` highest-objectness negatives (MDT's SHEM; None =
+        uniform over all negatives)."""
+        cfg = self.cfg
+        pos = torch.nonzero(matches >= 0).squeeze(1)
+        n_pos = min(pos.numel(), int(cfg.rpn_batch_size * cfg.rpn_positive_fraction))
+        pos = pos[torch.randperm(pos.numel(), device=pos.device)[:n_pos]]
+        neg = torch.nonzero(matches == NEGATIVE).squeeze(1)
+        count = max(1, cfg.rpn_batch_size - n_pos)
+        # objectness o as 2-class logits (0, o): softmax foreground = sigmoid(o)
+        two = torch.stack([torch.zeros_like(obj[neg]), obj[neg]], dim=1)
+        return pos, neg[shem_negatives(two, count, cfg.shem_poolsize)]
 
     def _losses(self, obj, deltas, anchors, targets) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -109,7 +122,7 @@ class RPN(nn.Module):
             gt = t["boxes"].to(device=obj.device, dtype=torch.float32)
             iou = ops.box_iou(gt, anchors) if gt.shape[0] else anchors.new_zeros((0, anchors.shape[0]))
             matches = self.matcher(iou)
-            pos, neg = sample_balanced(matches, cfg.rpn_batch_size, cfg.rpn_positive_fraction)
+            pos, neg = self._sample(obj[i], matches)
             sel = torch.cat([pos, neg])
             target = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).to(obj.dtype)
             cls_l.append(F.binary_cross_entropy_with_logits(obj[i, sel].float(), target.float()))

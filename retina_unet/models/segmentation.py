@@ -1,8 +1,9 @@
 """The P0 segmentation head shared by Retina U-Net, U-FRCNN+ and DetU-Net.
 
-Segmentation classes: background + one channel per foreground class (``num_classes + 1``), trained
-on the class map in ``targets[i]["masks"]``. On ``donuts_shape`` the class lives in the mask's shape,
-so class-specific segmentation carries the class signal; MDT's binary fg/bg variant is not used.
+Two target modes (``ModelConfig.seg_classes``): "binary" - 2 channels, background vs any object
+(MDT's ``class_specific_seg_flag=False``, Retina U-Net's default), so the masks carry no class
+information, the premise of the paper's pattern and scale findings; "per_class" - background + one
+channel per class, trained on the class map in ``targets[i]["masks"]`` (U-FRCNN+, DetU-Net).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from retina_unet.nn.layers import conv_layer
 
 
 class SegHead(nn.Module):
-    """1x1 conv: P0 features ``(B, ch, *S)`` -> logits ``(B, num_classes + 1, *S)``."""
+    """1x1 conv: P0 features ``(B, ch, *S)`` -> logits ``(B, K, *S)``, K = 2 ("binary") or
+    ``num_classes + 1`` ("per_class")."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, num_classes: int) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, num_classes: int, mode: str = "per_class"
+    ) -> None:
         super().__init__()
-        self.conv = conv_layer(spatial_dims)(in_channels, num_classes + 1, 1)
+        if mode not in ("binary", "per_class"):
+            raise ValueError(f"seg_classes must be 'binary' or 'per_class', got {mode!r}")
+        self.mode = mode
+        self.out_channels = 2 if mode == "binary" else num_classes + 1
+        self.conv = conv_layer(spatial_dims)(in_channels, self.out_channels, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -38,10 +46,13 @@ class SegHead(nn.Module):
     def forward(self, p0: torch.Tensor) -> torch.Tensor:
         return self.conv(p0)
 
-    @staticmethod
-    def loss(logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(soft Dice + CE) / 2 against ``masks`` (B, *S) int64; keys seg, seg_dice, seg_ce."""
-        return dice_ce_loss(logits.float(), masks)
+    def targets(self, masks: torch.Tensor) -> torch.Tensor:
+        """Class maps ``(B, *S)`` int64 -> this head's targets (foreground = 1 in binary mode)."""
+        return (masks > 0).to(torch.int64) if self.mode == "binary" else masks
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(soft Dice + CE) / 2 against the class maps ``masks`` (B, *S) int64; keys seg, seg_dice, seg_ce."""
+        return dice_ce_loss(logits.float(), self.targets(masks))
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:

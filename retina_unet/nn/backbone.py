@@ -2,8 +2,9 @@
 
 Levels follow the paper: C1 = stem (stride 2), C2..C5 = bottleneck stages (strides 4..32),
 P2..P5 = FPN outputs. With ``min_level=0`` the top-down path continues to P1 (stride 2) and P0
-(stride 1, full resolution) with bi/trilinear upsampling; C0 is two 3x3 convolutions on the image
-with ``fine_channels`` (the U-FPN width, so full-resolution work stays cheap on a CPU).
+(stride 1, full resolution) with bi/trilinear upsampling, and the encoder starts with C0: two 3x3
+convolutions at full resolution (``fine_channels`` wide, else ``start_filters``) in series before
+the stem, so C0 feeds C1..C5 and hence P2..P5 too (MDT ``operate_stride1``).
 
 Strides are per stage and per axis: ``strides`` has 5 entries (stem conv, max-pool, C3, C4, C5), each
 an int or a tuple with one stride per spatial axis. MDT's 3D setting keeps the slice axis (axis 0
@@ -95,7 +96,8 @@ class ResNetEncoder(nn.Module):
             if with_c0
             else None
         )
-        self.c1 = ConvNormAct(spatial_dims, in_channels, sf, 7, stride=st[0], norm=norm)
+        # C1 (the stem) reads C0's output when C0 exists: C0 runs in series (MDT operate_stride1)
+        self.c1 = ConvNormAct(spatial_dims, c0 if with_c0 else in_channels, sf, 7, stride=st[0], norm=norm)
         self.pool = max_pool_layer(spatial_dims)(3, stride=st[1], padding=1)
         stages = []
         cin = sf
@@ -118,7 +120,8 @@ class ResNetEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
         if self.c0 is not None:
-            out[0] = self.c0(x)
+            x = self.c0(x)
+            out[0] = x
         c = self.c1(x)
         out[1] = c
         c = self.pool(c)
@@ -227,8 +230,13 @@ class ResNetFPN(nn.Module):
         return self.fpn(self.encoder(x))
 
 
-def init_weights(module: nn.Module) -> None:
-    """He-normal convs (fan-out, ReLU) and zero biases, as MDT initialises its networks."""
+def init_weights(module: nn.Module, kind: str = "pytorch") -> None:
+    """Initialise convolutions: "pytorch" keeps PyTorch's default (what MDT's toy configs use,
+    ``weight_init=None``); "he_fan_out" draws He-normal fan-out weights and zero biases."""
+    if kind == "pytorch":
+        return
+    if kind != "he_fan_out":
+        raise ValueError(f"init must be 'pytorch' or 'he_fan_out', got {kind!r}")
     for m in module.modules():
         if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -5,7 +5,18 @@ order, continuous coordinates, no "+1"; see :mod:`retina_unet.ops.boxes`.
 """
 
 from retina_unet.ops import _fake  # noqa: F401  (registers fake kernels for torch.compile)
-from retina_unet.ops._backend import backend_for, reference_ops, use_reference
+from retina_unet.ops._backend import (
+    KERNEL_VERSIONS,
+    _apply_env_kernel_version,
+    backend_for,
+    debug_checks,
+    debug_value_checks,
+    kernel_version,
+    kernel_version_set,
+    reference_ops,
+    set_kernel_version,
+    use_reference,
+)
 from retina_unet.ops.boxes import (
     box_iou,
     from_mdt,
@@ -35,3 +46,13 @@ __all__ = [
     "to_torchvision",
 ]
 __all__ += ["roi_align", "RoIAlign"]
+__all__ += [
+    "KERNEL_VERSIONS",
+    "set_kernel_version",
+    "kernel_version",
+    "kernel_version_set",
+    "debug_checks",
+    "debug_value_checks",
+]
+
+_apply_env_kernel_version()

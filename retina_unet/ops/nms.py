@@ -22,7 +22,7 @@ import numbers
 import torch
 
 from retina_unet._extension import build_info
-from retina_unet.ops._backend import dispatch
+from retina_unet.ops._backend import debug_checks, dispatch
 from retina_unet.ops._validation import check_boxes, check_same_device
 from retina_unet.ops.reference.nms import batched_nms_reference, nms_reference
 
@@ -96,12 +96,16 @@ def _check_values(op: str, boxes: torch.Tensor, scores: torch.Tensor, *, padded:
 
 
 def _compiled(op: str, device: torch.device, boxes: torch.Tensor, scores: torch.Tensor, padded: bool, call):
-    """Run the compiled op. On the CPU the kernel checks NaN/inf itself in one serial pass: measured on
-    2 busy cores, `torch.isfinite(boxes).all()` over 10k boxes took 60-80 ms (thread wake-up), 30x the
-    whole NMS. Its error is re-raised as the ValueError the Python check would give."""
-    if device.type != "cpu":
+    """Run the compiled op; the kernels check NaN/inf themselves, and their error is re-raised as the
+    ValueError the Python check would give.
+
+    CPU: one serial pass in the kernel (measured on 2 busy cores, `torch.isfinite(boxes).all()` over
+    10k boxes took 60-80 ms of thread wake-up, 30x the whole NMS). CUDA: a status kernel on the
+    device, read at the op's one sync (the output size); the padded ops never sync, so they check
+    values only under the debug switch (:func:`retina_unet.ops.debug_checks`).
+    """
+    if device.type != "cpu" and debug_checks():
         _check_values(op, boxes, scores, padded=padded)
-        return call()
     try:
         return call()
     except RuntimeError as exc:
@@ -188,8 +192,10 @@ def nms_padded(
     Returns:
         ``(keep, num_kept)``: ``keep`` is ``Tensor[max_output]`` int64, the first ``num_kept`` entries
         equal ``nms(boxes, scores, iou_threshold, max_output)``, the rest are -1; ``num_kept`` is a
-        0-d int64 tensor. While a CUDA graph is captured or under torch.compile the NaN/inf checks
-        (which read values) are skipped; the kernels then never crash but the result is unspecified.
+        0-d int64 tensor. On CUDA no NaN/inf check runs (it would synchronise) unless the debug
+        switch is on (``RETINA_UNET_OPS_DEBUG=1``; never while a CUDA graph is captured or under
+        torch.compile); the kernels then never crash but the result for such input is unspecified.
+        The CPU always checks.
         Memory on CUDA: N * ceil(N / 64) * 8 bytes of masks.
     """
     device, _ = _check("nms_padded", boxes, scores, None, iou_threshold, max_output, padded=True)

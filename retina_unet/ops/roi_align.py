@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from retina_unet._extension import build_info
-from retina_unet.ops._backend import dispatch
+from retina_unet.ops._backend import debug_checks, dispatch
 from retina_unet.ops._validation import FLOAT_DTYPES, check_same_device
 from retina_unet.ops.reference.roi_align import roi_align_reference
 
@@ -44,6 +44,10 @@ def _check_output_size(output_size: int | Sequence[int], d: int) -> list[int]:
             f"roi_align: output_size must be {d} positive ints for {d}D input, got {output_size!r}"
         )
     return sizes
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _check_args(input, rois, output_size, spatial_scale, sampling_ratio, aligned) -> tuple[int, list[int]]:
@@ -75,7 +79,13 @@ def _check_args(input, rois, output_size, spatial_scale, sampling_ratio, aligned
         raise TypeError(f"roi_align: sampling_ratio must be an int (<= 0: adaptive), got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
         raise TypeError(f"roi_align: aligned must be a bool, got {aligned!r}")
-    if rois.shape[0] and not torch.compiler.is_compiling():  # value check (a device sync on CUDA)
+    # A value check: a device sync on CUDA, so there only under the debug switch (the CUDA kernels
+    # give zeros for rois with an invalid batch index, and never read out of bounds).
+    if (
+        rois.shape[0]
+        and not torch.compiler.is_compiling()
+        and (rois.device.type == "cpu" or (debug_checks() and not _capturing()))
+    ):
         b = rois[:, 0]
         if not bool(((b >= 0) & (b < input.shape[0]) & (b == b.floor())).all()):
             raise ValueError(
@@ -99,7 +109,8 @@ def roi_align(
         input: features ``(N, C, *spatial)``, D = ``input.dim() - 2`` in {2, 3}; float16, bfloat16,
             float32 or float64 (half and bfloat16 are computed in float32).
         rois: ``Tensor[K, 1 + 2*D]`` = (batch_index, lo_0.., hi_0..), same dtype and device as input;
-            batch indices are integers in [0, N).
+            batch indices are integers in [0, N) (checked on the CPU; on CUDA only with
+            ``RETINA_UNET_OPS_DEBUG=1``, since the check synchronises: an invalid one gives zeros).
         output_size: bins per axis, an int or a D-tuple of positive ints.
         spatial_scale: multiplies the roi coordinates (> 0).
         sampling_ratio: samples per bin per axis; <= 0 for adaptive ``ceil(roi_extent / output_size)``.
@@ -157,7 +168,7 @@ class RoIAlign(nn.Module):
         )
 
 
-# --- registrations: fake kernels (torch.compile) and autograd -------------------------------------
+# --- registrations: fake kernels (torch.compile); autograd lives in C++ ----------------------------
 
 
 def _register() -> None:
@@ -178,30 +189,8 @@ def _register() -> None:
     ):
         return grad.new_empty(input_shape)
 
-    def _setup(ctx, inputs, output):
-        input, rois, spatial_scale, output_size, sampling_ratio, aligned = inputs
-        ctx.save_for_backward(rois)
-        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned)
-        ctx.input_shape = list(input.shape)
-
-    def _backward(ctx, grad):
-        (rois,) = ctx.saved_tensors
-        gi = torch.ops.retina_unet._roi_align_backward(grad, rois, *ctx.args, ctx.input_shape)
-        return gi, None, None, None, None, None
-
-    torch.library.register_autograd("retina_unet::roi_align", _backward, setup_context=_setup)
-
-    # The backward is linear in grad; its own gradient is the forward (double backward).
-    def _setup_bw(ctx, inputs, output):
-        grad, rois, spatial_scale, output_size, sampling_ratio, aligned, _ = inputs
-        ctx.save_for_backward(rois)
-        ctx.args = (spatial_scale, output_size, sampling_ratio, aligned)
-
-    def _backward_bw(ctx, gg):
-        (rois,) = ctx.saved_tensors
-        return torch.ops.retina_unet.roi_align(gg, rois, *ctx.args), None, None, None, None, None, None
-
-    torch.library.register_autograd("retina_unet::_roi_align_backward", _backward_bw, setup_context=_setup_bw)
+    # Autograd (and double backward) is registered in C++ for the Autograd dispatch key:
+    # csrc/roi_align_autograd.cpp.
 
 
 _register()

@@ -6,6 +6,8 @@ Examples::
     python -m retina_unet.study run --preset smoke --backend ray     # a local Ray instance
     python -m retina_unet.study run --preset paper --backend ray --address auto --gpus-per-run 1
     python -m retina_unet.study run --preset quick --n-train 1000 100 20 --seeds 0 1 --out studies/q2
+    python -m retina_unet.study run --out studies/quick --seeds 3 4      # grow a study: two more seeds
+    python -m retina_unet.study run --preset quick --until-resolved --max-seeds 8
     python -m retina_unet.study status --out studies/quick
     python -m retina_unet.study report --out studies/quick           # -> studies/quick/report/README.md
     python -m retina_unet.study report --out studies/quick --report-dir reports/quick   # the committed one
@@ -30,7 +32,10 @@ def _definition(args: argparse.Namespace) -> StudyDefinition:
     base = None
     if args.preset is None and args.out and (Path(args.out) / "study.json").exists():
         base = StudyFolder(args.out).load_definition()
-    base = base or preset(args.preset or "quick")
+    if base is None:
+        from retina_unet.study.definition import DEFAULT_PRESET
+
+        base = preset(args.preset or DEFAULT_PRESET)
     changes = {k: tuple(v) for k, v in (("tasks", args.tasks), ("models", args.models), ("n_train", args.n_train),
                                          ("seeds", args.seeds), ("dims", args.dims)) if v}
     if args.train_preset:
@@ -73,8 +78,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = getattr(args, "command_line", None) or " ".join(
         ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
     try:
-        summary = run_study(definition, out, backend=backend, data_root=args.data_root,
-                            progress=not args.no_progress, max_runs=args.max_runs, command=command)
+        if args.until_resolved:
+            from retina_unet.study.grow import run_until_resolved
+
+            if args.max_runs is not None:
+                raise StudyError("--until-resolved cannot be combined with --max-runs")
+            grown = run_until_resolved(definition, out, max_seeds=args.max_seeds, backend=backend,
+                                       data_root=args.data_root, progress=not args.no_progress, command=command)
+            summary = grown.sweeps[-1]
+        else:
+            summary = run_study(definition, out, backend=backend, data_root=args.data_root,
+                                progress=not args.no_progress, max_runs=args.max_runs, command=command)
     except KeyboardInterrupt:
         print(f"\n[study] interrupted: finished runs are kept in {out}/runs (each result is written whole); "
               f"rerun the same command to resume (unfinished runs continue from their last epoch)",
@@ -97,15 +111,21 @@ def _dry_run(definition: StudyDefinition, out: Path) -> int:
     from retina_unet.study.engine import TrainingEngine
     from retina_unet.study.runner import plan_study
 
-    planned = plan_study(definition, TrainingEngine())
     folder = StudyFolder(out)
     folder.check_definition(definition)
+    existing = folder.load_definition()
+    if existing is not None:
+        added = existing.added_by(definition)
+        if added:
+            print(f"grows the study in {out}: adds " + "; ".join(f"{k} {v}" for k, v in added.items()))
+        definition = existing.union(definition)
+    planned = plan_study(definition, TrainingEngine(), folder.planned_specs(definition))
     done = 0
     for spec, h in planned:
         finished = folder.read_result(f"{spec.label}-{h}", h) is not None
         done += finished
         print(f"{'finished' if finished else 'to run  '}  {spec.label}-{h}")
-    print(f"{definition.name} ({definition.hash}): {len(planned)} runs, {done} finished, {len(planned) - done} to run "
+    print(f"{definition.name} ({definition.protocol_hash}): {len(planned)} runs, {done} finished, {len(planned) - done} to run "
           f"-> {out}")
     return 0
 
@@ -149,10 +169,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    from retina_unet.study.definition import STUDY_PRESET_NOTES
+
     for name, d in PRESETS.items():
         print(f"{name}: {len(d.runs())} runs = {len(d.tasks)} task(s) x {len(d.models)} model(s) x "
               f"{len(d.n_train)} size(s) x {len(d.seeds)} seed(s) x {len(d.dims)} dim(s); training preset "
-              f"{d.train_preset!r}\n  {json.dumps(d.to_dict())}")
+              f"{d.train_preset!r}; {STUDY_PRESET_NOTES.get(name, '')}\n  {json.dumps(d.to_dict())}")
     return 0
 
 
@@ -190,6 +212,11 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray instance (default: all)")
     run.add_argument("--data-root", help="toy-data folder for the training engine")
     run.add_argument("--max-runs", type=int, help="run at most this many runs in this sweep")
+    run.add_argument("--until-resolved", action="store_true",
+                     help="then add seeds, one at a time, to the cells of the paper's claims that are still "
+                          "unresolved, keeping every finished run (stops when resolved or at --max-seeds)")
+    run.add_argument("--max-seeds", type=int, default=10, metavar="K",
+                     help="--until-resolved: at most K seeds per cell (default 10)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     run.add_argument("--report", action="store_true", help="write the report when the study is complete")

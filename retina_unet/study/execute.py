@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import os
 import platform
 import resource
 import shutil
@@ -34,7 +35,7 @@ class RunJob:
     spec: RunSpec
     config_hash: str
     study_root: str
-    study_hash: str
+    study_hash: str  # the study's protocol hash (StudyDefinition.protocol_hash)
     data_root: str | None = None
     threads: int | None = None  # torch intra-op threads; None = leave as is
     backend: str = "local"
@@ -57,7 +58,7 @@ def _folder_here(job: RunJob) -> StudyFolder | None:
         definition = folder.load_definition()
     except StudyError:
         return None
-    return folder if definition is not None and definition.hash == job.study_hash else None
+    return folder if definition is not None and definition.protocol_hash == job.study_hash else None
 
 
 def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
         # about the wall time the run would take on an otherwise idle core (sizing on a busy machine).
         envelope.update(status="ok", config=cfg_dict, result=result,
                         runner={**runner, "wall_time_s": wall, "cpu_s": _cpu_seconds() - cpu0,
-                                "platform": platform.platform()})
+                                "platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count()})
         if folder is not None:
             folder.commit(work, envelope)
             envelope = folder.read_result(job.run_id, job.config_hash) or envelope
@@ -109,6 +110,17 @@ def execute_run(job: RunJob, engine: Engine) -> dict[str, Any]:
         if folder is not None:
             folder.record_failure(envelope)
         return envelope
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), for the report's "machine" line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _cpu_seconds() -> float:

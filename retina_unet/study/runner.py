@@ -30,15 +30,16 @@ class SweepSummary:
         return self.skipped + len(self.done) == self.total
 
 
-def plan_study(definition: StudyDefinition, engine: Engine) -> list[tuple[RunSpec, str]]:
+def plan_study(definition: StudyDefinition, engine: Engine, specs: list[RunSpec] | None = None) -> list[tuple[RunSpec, str]]:
     """Validate the definition and resolve every run's config: (spec, config hash) per run.
 
-    Everything that can be wrong with the inputs is found here, before a folder is touched.
+    ``specs`` (default: the definition's grid) are the runs to resolve. Everything that can be wrong
+    with the inputs is found here, before a folder is touched.
     """
     cat = engine.catalogue()
     definition.validate(cat["tasks"], cat["models"], cat["pool_size"], cat["presets"])
     planned, seen, problems = [], {}, []
-    for spec in definition.runs():
+    for spec in definition.runs() if specs is None else specs:
         try:
             h, cfg = plan(engine, spec)
         except Exception as exc:
@@ -57,6 +58,11 @@ def plan_study(definition: StudyDefinition, engine: Engine) -> list[tuple[RunSpe
         raise StudyError(f"study {definition.name!r}: {len(problems)} run(s) cannot run; nothing was started:\n  - "
                          + "\n  - ".join(head))
     return planned
+
+
+def plan_folder(folder: StudyFolder, definition: StudyDefinition, engine: Engine) -> list[tuple[RunSpec, str]]:
+    """:func:`plan_study` of every run the folder holds for ``definition`` (grid plus extra runs)."""
+    return plan_study(definition, engine, folder.planned_specs(definition))
 
 
 def run_study(
@@ -79,19 +85,20 @@ def run_study(
     engine = engine or TrainingEngine()
     backend = backend or LocalBackend()
     folder = StudyFolder(out)
-    planned = plan_study(definition, engine)
+    plan_study(definition, engine)  # everything asked for is valid, before the folder is touched
     if data_root is None and hasattr(engine, "default_data_root"):
         data_root = engine.default_data_root()
     folder.check_definition(definition)  # before the lock creates anything
     t0 = time.time()
     with folder.lock():
-        folder.initialise(definition)
+        definition = folder.initialise(definition)  # the folder's grid, grown by this one's
+        planned = plan_folder(folder, definition, engine)
         ids = {f"{spec.label}-{h}" for spec, h in planned}
         stale = len(ids.intersection(folder.interrupted()))
         threads = getattr(backend, "threads", None) or max(1, int(getattr(backend, "cpus_per_run", 1)))
         jobs, skipped = [], 0
         for spec, h in planned:
-            job = RunJob(spec, h, str(folder.root.resolve()), definition.hash,
+            job = RunJob(spec, h, str(folder.root.resolve()), definition.protocol_hash,
                          str(Path(data_root).resolve()) if data_root else None, threads, backend.name)
             if folder.read_result(job.run_id, h) is not None:
                 skipped += 1
@@ -100,7 +107,7 @@ def run_study(
         if max_runs is not None:
             jobs = jobs[:max_runs]
         summary = SweepSummary(total=len(planned), skipped=skipped)
-        print(f"[study] {definition.name} ({definition.hash}) -> {folder.root}: {len(planned)} runs, {skipped} "
+        print(f"[study] {definition.name} ({definition.protocol_hash}) -> {folder.root}: {len(planned)} runs, {skipped} "
               f"finished, {len(jobs)} to run" + (f", {stale} interrupted run(s) to resume" if stale else ""),
               file=sys.stderr)
         if not jobs:
@@ -146,7 +153,7 @@ def study_status(out: str | os.PathLike[str], engine: Engine | None = None) -> d
     if definition is None:
         raise StudyError(f"{out} is not a study folder (no study.json)")
     engine = engine or TrainingEngine()
-    planned = plan_study(definition, engine)
+    planned = plan_folder(folder, definition, engine)
     ids = {f"{spec.label}-{h}": h for spec, h in planned}
     finished = [rid for rid, h in ids.items() if folder.read_result(rid, h) is not None]
     failed = [f["run_id"] for f in folder.failures() if f.get("run_id") in ids and f["run_id"] not in finished]
@@ -155,7 +162,7 @@ def study_status(out: str | os.PathLike[str], engine: Engine | None = None) -> d
     walls = [folder.read_result(rid)["runner"]["wall_time_s"] for rid in finished]
     # valid results of configs the definition no longer resolves to (the training presets changed)
     outdated = [e["run_id"] for e in folder.all_results() if e["run_id"] not in ids]
-    return {"study": definition.name, "hash": definition.hash, "folder": str(folder.root), "total": len(ids),
+    return {"study": definition.name, "hash": definition.protocol_hash, "folder": str(folder.root), "total": len(ids),
             "finished": len(finished), "failed": len(failed), "running": len(running),
             "left": len(ids) - len(finished) - len(running), "sweep_active": live,
             "mean_run_s": sum(walls) / len(walls) if walls else None,

@@ -2,7 +2,8 @@
 
 Layout::
 
-    <root>/study.json               the definition and its hash (written once; a different one is refused)
+    <root>/study.json               the protocol (training preset, overrides: fixed), the grid (may grow),
+                                    extra runs added by --until-resolved, and the history of extensions
     <root>/results/<run_id>.json    one finished run (the only thing that counts as finished)
     <root>/runs/<run_id>/           the engine's artefacts of that run (checkpoints, predictions)
     <root>/work/<run_id>/           a run in progress or killed (RUNNING marker + engine out_dir with its
@@ -31,9 +32,23 @@ from typing import Any
 
 from retina_unet.atomic_io import write_json_atomic
 from retina_unet.environment import git_commit  # noqa: F401  (re-exported: the study's code version)
-from retina_unet.study.definition import StudyDefinition, StudyError
+from retina_unet.study.definition import RunSpec, StudyDefinition, StudyError
 
 RESULT_SCHEMA = 1
+STUDY_FILE_SCHEMA = 2  # study.json: 1 = definition only; 2 = + protocol hash, extra runs, history
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _grid_text(d: StudyDefinition) -> str:
+    return (f"{len(d.runs())} runs: tasks {list(d.tasks)}, models {list(d.models)}, n_train {list(d.n_train)}, "
+            f"seeds {list(d.seeds)}, dims {list(d.dims)}")
+
+
+def _added_text(added: dict[str, list[Any]]) -> str:
+    return "; ".join(f"{k} {v}" for k, v in added.items())
 MAP_KEY = "mAP"  # the test mAP in the training engine's result
 
 
@@ -82,7 +97,7 @@ class StudyFolder:
         self.failed = self.root / "failed"
 
     # -- the definition ------------------------------------------------------------------------
-    def load_definition(self) -> StudyDefinition | None:
+    def _doc(self) -> dict[str, Any] | None:
         if not self.study_json.exists():
             return None
         try:
@@ -94,30 +109,107 @@ class StudyFolder:
         if doc.get("hash") != definition.hash:
             raise StudyError(f"{self.study_json}: stored hash {doc.get('hash')} does not match its definition "
                              f"({definition.hash}); the file was edited or written by another version")
-        return definition
+        doc["_definition"] = definition
+        return doc
+
+    def load_definition(self) -> StudyDefinition | None:
+        """The folder's grid (grown by every extension so far) and protocol, or None (not a study folder)."""
+        doc = self._doc()
+        return None if doc is None else doc["_definition"]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every extension of the study (grid grown, seeds added by --until-resolved, where it stopped)."""
+        doc = self._doc()
+        return list(doc.get("history", [])) if doc else []
+
+    def extra_runs(self) -> list[tuple[str, int, str, int, int]]:
+        """Runs added outside the product grid (by --until-resolved): (task, dim, model, n_train, seed)."""
+        doc = self._doc()
+        return [tuple(r) for r in doc.get("extra_runs", [])] if doc else []
+
+    def planned_specs(self, definition: StudyDefinition | None = None) -> list[RunSpec]:
+        """Every run of the study: the product grid (seed-major) then the extra runs, no duplicates."""
+        definition = definition or self.load_definition()
+        if definition is None:
+            return []
+        specs = definition.runs()
+        seen = {s.label for s in specs}
+        for task, dim, model, n, seed in sorted(self.extra_runs(), key=lambda r: (r[4], r[1], -r[3], r[0], r[2])):
+            spec = RunSpec(task, dim, model, n, seed, definition.train_preset, definition.overrides)
+            if spec.label not in seen:
+                seen.add(spec.label)
+                specs.append(spec)
+        return specs
 
     def check_definition(self, definition: StudyDefinition) -> None:
-        """Raise when the folder holds another study (or is not a study folder but is not empty)."""
+        """Raise when the folder holds a study of another protocol (training preset or overrides: every
+        run would compute something else), or is not a study folder but is not empty. A grid with more
+        tasks, models, sizes, seeds or dims than the folder's grows the study (see :meth:`initialise`)."""
         existing = self.load_definition()
         if existing is not None:
-            if existing.hash != definition.hash:
-                ours, theirs = definition.to_dict(), existing.to_dict()
+            if existing.protocol_hash != definition.protocol_hash:
+                ours, theirs = definition.protocol(), existing.protocol()
                 diff = ", ".join(f"{k}: folder has {theirs[k]!r}, asked {ours[k]!r}" for k in ours if ours[k] != theirs[k])
                 raise StudyError(
-                    f"{self.root} holds study {existing.name!r} (hash {existing.hash}), not the one asked for "
-                    f"(hash {definition.hash}): {diff}. Nothing was changed; use another --out folder, or "
-                    "rerun with the folder's own definition (`study run --out DIR` without grid options)."
+                    f"{self.root} holds study {existing.name!r} run with another protocol (protocol {existing.protocol_hash},"
+                    f" asked {definition.protocol_hash}): {diff}. These settings change every run's result, so the "
+                    "finished runs cannot be reused; nothing was changed. Use another --out folder, or rerun with "
+                    "the folder's own settings (a grid with more tasks, models, sizes or seeds grows the study)."
                 )
         elif self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()):
             raise StudyError(f"{self.root} exists, is not empty and has no study.json: refusing to write into it")
 
-    def initialise(self, definition: StudyDefinition) -> None:
+    def _write_doc(self, definition: StudyDefinition, extra: list, history: list, created: str) -> None:
+        atomic_write_json(self.study_json, {
+            "schema": STUDY_FILE_SCHEMA, "hash": definition.hash, "protocol_hash": definition.protocol_hash,
+            "definition": definition.to_dict(), "extra_runs": [list(r) for r in extra], "history": history,
+            "created": created})
+
+    def initialise(self, definition: StudyDefinition) -> StudyDefinition:
+        """Create the folder, or grow its grid to the union with ``definition`` (recorded in the
+        history); returns the folder's definition after that. Call with the lock held."""
         self.check_definition(definition)
         for d in (self.results, self.runs, self.work, self.failed):
             d.mkdir(parents=True, exist_ok=True)
-        if not self.study_json.exists():
-            atomic_write_json(self.study_json, {"hash": definition.hash, "definition": definition.to_dict(),
-                                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        doc = self._doc()
+        if doc is None:
+            now = _now()
+            self._write_doc(definition, [], [{"event": "created", "time": now, "summary": _grid_text(definition)}], now)
+            return definition
+        existing = doc["_definition"]
+        added = existing.added_by(definition)
+        if not added:
+            return existing
+        merged = existing.union(definition)
+        new_runs = len(merged.runs()) - len(existing.runs())
+        history = [*doc.get("history", []), {"event": "grid extended", "time": _now(), "added": added,
+                                             "summary": f"added {_added_text(added)} ({new_runs} runs)"}]
+        self._write_doc(merged, doc.get("extra_runs", []), history, doc.get("created", _now()))
+        return merged
+
+    def add_runs(self, runs: list[tuple[str, int, str, int, int]], event: str, summary: str) -> int:
+        """Add runs outside the product grid (task, dim, model, n_train, seed); returns how many were new.
+        Recorded in the history. Call with the lock held."""
+        doc = self._doc()
+        if doc is None:
+            raise StudyError(f"{self.root} is not a study folder (no study.json)")
+        have = {s.label for s in self.planned_specs(doc["_definition"])}
+        extra = [list(r) for r in doc.get("extra_runs", [])]
+        d = doc["_definition"]
+        new = [r for r in dict.fromkeys(tuple(r) for r in runs)
+               if RunSpec(*r, d.train_preset, d.overrides).label not in have]
+        extra += [list(r) for r in new]
+        self.record_event(event, summary, doc=doc, extra=extra)
+        return len(new)
+
+    def record_event(self, event: str, summary: str, doc: dict | None = None, extra: list | None = None) -> None:
+        """Append an entry to the study's history (call with the lock held)."""
+        doc = doc or self._doc()
+        if doc is None:
+            raise StudyError(f"{self.root} is not a study folder (no study.json)")
+        history = [*doc.get("history", []), {"event": event, "time": _now(), "summary": summary}]
+        self._write_doc(doc["_definition"], doc.get("extra_runs", []) if extra is None else extra, history,
+                        doc.get("created", _now()))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -205,7 +205,8 @@ def preset(name: str, spatial_dims: int = 2, **overrides: Any) -> TrainConfig:
       the top-3 epochs merged by WBC, no TTA (each mirroring multiplies the test cost on a CPU).
       Retina U-Net 2D on donuts_shape, n_train=1000, seed 0, on the 2-core CPU: test mAP 0.959
       (batches of 8 gave 0.892; a cosine lr decay with batches of 8 gave 0.819), 4.2 min wall,
-      of which the test-time inference is over half. ``tta=True`` adds the 4 mirrorings.
+      of which the test-time inference is over half. ``tta=True`` adds the 4 mirrorings. These
+      figures predate the MDT-fidelity model changes of issue #12 (docs/models.md).
     - ``smoke``: seconds; a tiny model, tiny images (64^2 / 24^3), 2 epochs x 2 batches. For CI and
       the study's smoke preset: checks the plumbing, not the science.
     """

@@ -17,49 +17,103 @@ import seaborn as sns  # noqa: E402
 from retina_unet.study.report.tables import t_errorbar  # noqa: E402
 
 MODEL_ORDER = ("retina_unet", "retina_net", "ufrcnn_plus", "faster_rcnn_plus", "mask_rcnn", "detunet")
+# Fig. 5 styling: colour = model, solid = trained with segmentation supervision, marker = stages.
+MODEL_COLOURS = {"retina_unet": "tab:blue", "retina_net": "tab:orange", "ufrcnn_plus": "tab:green",
+                 "faster_rcnn_plus": "tab:red", "mask_rcnn": "tab:purple", "detunet": "tab:brown"}
+SEG_SUPERVISED = frozenset({"retina_unet", "ufrcnn_plus", "detunet"})
+TWO_STAGE_MODELS = frozenset({"mask_rcnn", "faster_rcnn_plus", "ufrcnn_plus"})
+PNG_METADATA = {"Software": None}  # no version string: regenerating a report gives identical files
 
 
-def _log_x(g: sns.FacetGrid, sizes: list[int]) -> None:
-    for ax in g.axes.flat:
+def _models(models) -> list[str]:
+    present = set(models)
+    return [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
+
+
+def _log_x(axes, sizes: list[int]) -> None:
+    for ax in axes:
         ax.set_xscale("log")
         ax.set_xticks(sizes)
         ax.set_xticklabels([str(s) for s in sizes])
         ax.minorticks_off()
 
 
+def _panels(df: pd.DataFrame) -> list[tuple[str, int]]:
+    order = {"donuts_shape": 0, "donuts_pattern": 1, "circles_scale": 2}
+    keys = {(str(t), int(d)) for t, d in df[["task", "dim"]].drop_duplicates().itertuples(index=False)}
+    return sorted(keys, key=lambda k: (k[1], order.get(k[0], 9), k[0]))
+
+
 def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
-    """Test mAP vs n_train (log x), a panel per task (and dim), a line per model: mean and 95% t-CI."""
+    """The paper's Fig. 5: test mAP vs n_train (log x), one panel per task (and dim), one line per model
+    (mean over seeds, band = 95% t-interval). Colour = model; solid = segmentation-supervised, dashed =
+    not; circle = one-stage, square = two-stage."""
     sns.set_theme(style="whitegrid", context="notebook")
-    data = df.assign(task_dim=df["task"] + " " + df["dim"].astype(str) + "D")
-    order = [m for m in MODEL_ORDER if m in set(data.model)] + sorted(set(data.model) - set(MODEL_ORDER))
-    g = sns.relplot(data=data, x="n_train", y="map", hue="model", hue_order=order, col="task_dim", kind="line",
-                    marker="o", errorbar=t_errorbar, err_style="band", height=3.6, aspect=1.2,
-                    facet_kws={"sharey": True})
-    _log_x(g, sorted(data.n_train.unique()))
-    g.set_axis_labels("training images (n_train, log scale)", "test mAP (IoU > 0.1)")
-    g.set_titles("{col_name}")
-    g.figure.suptitle("mean over seeds, band = 95% t-interval", y=1.03, fontsize=10)
-    g.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(g.figure)
+    panels = _panels(df)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (task, dim) in zip(axes[0], panels, strict=True):
+        tdf = df[(df.task == task) & (df.dim == dim)]
+        for model in _models(tdf.model):
+            rows = []
+            for n, g in tdf[tdf.model == model].groupby("n_train"):
+                lo, hi = t_errorbar(g["map"].to_numpy())
+                rows.append((n, g["map"].mean(), lo, hi))
+            n, mean, lo, hi = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
+            colour = MODEL_COLOURS.get(model, "0.3")
+            ax.plot(n, mean, color=colour, ls="-" if model in SEG_SUPERVISED else "--",
+                    marker="s" if model in TWO_STAGE_MODELS else "o", label=model)
+            ok = ~np.isnan(lo)
+            if ok.any():
+                ax.fill_between(n[ok], lo[ok], hi[ok], color=colour, alpha=0.15, lw=0)
+        ax.set_title(f"{task} {dim}D")
+        ax.set_xlabel("training images (n_train, log scale)")
+        _log_x([ax], sorted(int(v) for v in tdf.n_train.unique()))
+    axes[0][0].set_ylabel("test mAP (IoU > 0.1)")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+               title="solid: seg-supervised\ndashed: not\no one-stage, s two-stage", title_fontsize=7)
+    fig.suptitle("mean over seeds, band = 95% t-interval", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata=PNG_METADATA)
+    plt.close(fig)
     return path
 
 
-def plot_paired(per_seed: pd.DataFrame, path: Path, a: str = "Retina U-Net", b: str = "Retina Net") -> Path:
-    """Paired difference a - b per training size (per seed dots, mean and 95% t-CI bars)."""
+def plot_paired(per_seed: pd.DataFrame, path: Path) -> Path:
+    """Paired differences per task: one colour per comparison (``per_seed`` columns task, dim, n_train,
+    seed, diff, comparison); mean with 95% t-interval bars, dots = seeds."""
     sns.set_theme(style="whitegrid", context="notebook")
-    data = per_seed.assign(task_dim=per_seed["task"] + " " + per_seed["dim"].astype(str) + "D")
-    g = sns.FacetGrid(data, col="task_dim", height=3.6, aspect=1.2, sharey=True)
-    g.map_dataframe(sns.lineplot, x="n_train", y="diff", errorbar=t_errorbar, err_style="bars", marker="o",
-                    color="C0", err_kws={"capsize": 4})
-    g.map_dataframe(sns.scatterplot, x="n_train", y="diff", color="0.4", alpha=0.6, s=18)
-    for ax in g.axes.flat:
+    panels = _panels(per_seed)
+    comparisons = list(dict.fromkeys(per_seed.comparison))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (task, dim) in zip(axes[0], panels, strict=True):
+        tdf = per_seed[(per_seed.task == task) & (per_seed.dim == dim)]
+        sizes = sorted(int(v) for v in tdf.n_train.unique())
+        for i, comp in enumerate(comparisons):
+            c = tdf[tdf.comparison == comp]
+            if c.empty:
+                continue
+            shift = 1.0 + 0.06 * (i - (len(comparisons) - 1) / 2)  # side by side on the log axis
+            rows = [(n, g["diff"].mean(), *t_errorbar(g["diff"].to_numpy())) for n, g in c.groupby("n_train")]
+            n, mean, lo, hi = (np.array(v, dtype=float) for v in zip(*rows, strict=True))
+            err = np.vstack([mean - np.nan_to_num(lo, nan=mean), np.nan_to_num(hi, nan=mean) - mean])
+            ax.errorbar(n * shift, mean, yerr=err, color=f"C{i}", marker="o", capsize=3, label=comp)
+            ax.scatter(c.n_train.to_numpy() * shift, c["diff"], color=f"C{i}", alpha=0.4, s=12)
         ax.axhline(0.0, color="k", lw=0.8, ls="--")
-    _log_x(g, sorted(data.n_train.unique()))
-    g.set_axis_labels("training images (n_train, log scale)", f"mAP({a}) - mAP({b})")
-    g.set_titles("{col_name}")
-    g.figure.suptitle("paired by seed: mean, 95% t-interval, dots = seeds", y=1.03, fontsize=10)
-    g.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(g.figure)
+        ax.set_title(f"{task} {dim}D")
+        ax.set_xlabel("training images (n_train, log scale)")
+        _log_x([ax], sizes)
+    axes[0][0].set_ylabel("paired mAP difference")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("paired by seed: mean, 95% t-interval, dots = seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata=PNG_METADATA)
+    plt.close(fig)
     return path
 
 
@@ -77,26 +131,35 @@ def _example_runs(df: pd.DataFrame) -> list[pd.Series]:
     return picks
 
 
-def predict_examples(study_root: Path, envelope: dict[str, Any], n: int) -> tuple[np.ndarray, list[dict], list[dict]]:
-    """Re-run the best kept epoch of a finished run (no TTA) on the first ``n`` test images."""
-    import torch
+def stored_examples(study_root: Path, envelope: dict[str, Any], n: int) -> tuple[np.ndarray, list[dict], list[dict]]:
+    """The first ``n`` test images of a finished run with the predictions the run stored
+    (``<run>/out/test_predictions.pt``, written by ``train_and_evaluate``); no model is run.
 
+    Read through the one run-folder loader (``retina_unet.rundir.RunDir``).
+    Returns (images (n, H, W) float32, predictions [n] {boxes (P, 4), scores (P,), labels (P,)},
+    targets [n] {boxes (G, 4), labels (G,)}), numpy arrays, boxes (y0, x0, y1, x1).
+    """
     import toy_data
     from retina_unet.rundir import RunDir
 
     run_dir = study_root / envelope["artifacts"] / "out"
+    stored = RunDir(run_dir).stored_predictions()
+    if stored is None:
+        raise FileNotFoundError(f"{run_dir} has no stored test predictions (test_predictions.pt)")
+    n = min(n, int(stored["n_images"]))
     dataset_path = Path(envelope["result"]["dataset"])
     if not dataset_path.is_absolute():
         dataset_path = Path.cwd() / dataset_path
-    models = RunDir(run_dir).load_models(ensemble=False, device="cpu").models
-    test = toy_data.load_dataset(dataset_path, verify=False, splits=("test",)).split("test")
+    split = stored["split"]
+    test = toy_data.load_dataset(dataset_path, verify=False, splits=(split,)).split(split)
     images = np.asarray(test.images[:n], dtype=np.float32)
-    x = torch.from_numpy(np.array(images if images.ndim == 4 else images[:, None]))  # a writable copy
-    with torch.no_grad():
-        preds = models[0].predict(x)
-    gts = [{"boxes": np.asarray(test.boxes[i]).reshape(-1, 4), "labels": np.asarray(test.labels[i]).reshape(-1)}
-           for i in range(n)]
-    return images.reshape(n, *images.shape[-2:]), [{k: np.asarray(v) for k, v in p.items() if k != "seg"} for p in preds], gts
+
+    def plain(d: dict, keys) -> dict:
+        return {k: np.asarray(d[k]) for k in keys}
+
+    preds = [plain(p, ("boxes", "scores", "labels")) for p in stored["predictions"][:n]]
+    gts = [plain(t, ("boxes", "labels")) for t in stored["targets"][:n]]
+    return images.reshape(n, *images.shape[-2:]), preds, gts
 
 
 def _draw_box(ax, box, color, offset=(0, 0), ls="-", lw=1.5) -> None:
@@ -128,13 +191,14 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
     for r in rows:
         env = json.loads((study_root / "results" / f"{r.run_id}.json").read_text())
         try:
-            drawn.append((r, *predict_examples(study_root, env, n)))
+            drawn.append((r, *stored_examples(study_root, env, n)))
         except Exception as exc:  # artefacts missing (e.g. Ray without a shared filesystem)
             failures.append(f"{r.run_id}: {type(exc).__name__}: {exc}")
     if not drawn:
         return None, "example predictions unavailable: " + "; ".join(failures)
     from toy_data.palette import GT_STYLE, PRED_STYLE, class_colour, legend
 
+    n = min(len(images) for _, images, _, _ in drawn)
     fig, axes = plt.subplots(len(drawn), n, figsize=(2.4 * n, 2.5 * len(drawn)), squeeze=False)
     for i, (r, images, preds, gts) in enumerate(drawn):
         for j in range(n):
@@ -160,10 +224,10 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
                 ax.set_ylabel(f"{r.model}\nn={r.n_train}", fontsize=8)
             if i == 0:
                 ax.set_title(f"test #{j} (GT class {int(gts[j]['labels'][0])})", fontsize=8)
-    fig.suptitle(f"crops around the object; best epoch, no TTA; top-3 predictions (score > {score_floor:g})\n"
-                 f"{legend()}", fontsize=8)
+    fig.suptitle(f"crops around the object; the run's stored test predictions; top-3 predictions "
+                 f"(score > {score_floor:g})\n{legend()}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, metadata=PNG_METADATA)
     plt.close(fig)
     note = f"{len(drawn)} run(s) drawn" + (f"; skipped: {'; '.join(failures)}" if failures else "")
     return path, note
@@ -200,7 +264,7 @@ def plot_learning_curves(envelopes, path: Path) -> tuple[Path | None, str]:
     g.set_axis_labels("epoch", "validation mAP")
     g.set_titles("{col_name}", size=8)
     g.figure.suptitle("learning curves: mean over seeds, band = 95% t-interval", y=1.03, fontsize=9)
-    g.savefig(path, dpi=80, bbox_inches="tight")
+    g.savefig(path, dpi=80, bbox_inches="tight", metadata=PNG_METADATA)
     plt.close(g.figure)
     return path, (f"{len(panels)} panel(s) (n_train {', '.join(str(n) for n in sizes)}), "
                   f"{df.groupby(['model', 'n_train', 'seed', 'task_dim']).ngroups} run(s)")

@@ -1,0 +1,332 @@
+"""Mutation testing (``make mutate``): mutmut over the logic the tests must hold, report under
+reports/mutation/.
+
+Each *group* mutates some modules and runs only the fast test files that exercise them (mutmut then
+runs, per mutant, only the tests that cover the mutated function). A group runs in its own copy of
+the repository (``build/mutation/<group>``: the tracked files plus the compiled extension), so the
+working tree is never touched and groups do not share mutmut's cache.
+
+Outputs, per group: ``reports/mutation/<group>.md`` (score, the command, every surviving mutant with
+its diff) and ``reports/mutation/<group>.json`` (counts and the status of every mutant); and
+``reports/mutation/README.md``, the table of all groups run so far (groups not run this time keep
+their last figures, with their date).
+
+Usage::
+
+    python -m reports.mutation                       # every group
+    python -m reports.mutation inference evaluation  # some groups
+    python -m reports.mutation --list                # the groups, their modules and tests
+
+Hypothesis runs its "mutation" profile (tests/conftest.py: few, derandomised examples), so each
+mutant sees the same examples and a run stays tractable on a small machine.
+
+Score = killed / (mutants - skipped), where "killed" counts mutants failing a test or timing out
+(mutmut's own definition); "no tests" mutants (code no selected test runs) count as survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "mutation"
+WORK = ROOT / "build" / "mutation"
+
+# group -> (modules to mutate (globs), the fast test files that cover them)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "inference": (["retina_unet/inference/*"], ["tests/test_inference.py"]),
+    "evaluation": (
+        [f"retina_unet/evaluation/{m}.py" for m in ("ap", "matching", "froc", "metrics", "per_case")],
+        ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    ),
+    # file writing and figures: slower to test, so a group of their own
+    "evaluation_io": (
+        ["retina_unet/evaluation/export.py", "retina_unet/evaluation/plots.py"],
+        ["tests/test_metrics.py", "tests/test_evaluation.py"],
+    ),
+    "study_report": (["retina_unet/study/report/*"], ["tests/test_report.py"]),
+    "training_resume": (
+        ["retina_unet/training/checkpoint.py", "retina_unet/training/engine.py"],
+        ["tests/test_training.py"],
+    ),
+    "toy_data": (["toy_data/*"], ["tests/test_toy_data.py", "tests/test_toy_data_storage.py"]),
+}
+
+# Survivors judged equivalent (no test can tell them apart from the original), as (mutant-name
+# regex, regex on the diff's added line, why). Reviewed by hand; matched again on every run, so a
+# new survivor is never hidden by an old judgement unless it has the same shape.
+EQUIVALENT: list[tuple[str, str, str]] = [
+    (r"predictor\.x__nms__", r".", "unreachable: the pure-PyTorch NMS fallback runs only when "
+     "retina_unet.ops has no `nms`, and it always has (dead code)"),
+    (r".", r"device=None|\.to\(None\)\)$|, \)\)$|, \) for m, p in members", "on the CPU-only test machine, the device argument "
+     "changes nothing (it matters only for CUDA tensors)"),
+    (r"_merge__", r"torch\.full\(.*(dtype=None|\), m, device|\), cls, device)", "torch.full with an int fill "
+     "value already makes int64"),
+    (r"_merge__", r"new_zeros\(\(1,", "the empty fallback is indexed by the (empty) score order"),
+    (r"tta\.x_flip_(images|seg)__", r"or True", "flipping no axes is the identity"),
+    (r"tta\.x_flip_boxes__", r"if not view and boxes|numel\(\) == 1", "the loop over no axes / no boxes "
+     "returns an equal copy"),
+    (r"tta\.x_mirror_views__", r"len\(axes\) \+ 2", "combinations longer than the axes are empty"),
+    (r"wbc\.x_weighted_box_clustering__", r"\.to\(None\)$", "dtype only: float64 inputs stay float64; "
+     "float32 inputs differ below float32 output precision; int member ids stay integers"),
+]
+
+# mutmut's exit-code statuses that count as killed / as not tested
+KILLED = {"killed", "timeout", "caught by type check"}
+SKIPPED = {"skipped"}
+NOT_RUN = {"not checked"}  # an interrupted run (partial figures: the report says how many)
+
+
+def _copy_repo(dest: Path, tests_rev: str | None = None) -> None:
+    """The tracked files (as in the working tree) and the compiled extension, into ``dest``; with
+    ``tests_rev``, tests/ as at that git revision (to measure the score of older tests)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    names = [n for n in files.decode().split("\0") if n]
+    names += [str(p.relative_to(ROOT)) for p in (ROOT / "retina_unet").glob("_C*.so")]
+    for name in names:
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    if tests_rev:
+        shutil.rmtree(dest / "tests")
+        listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", tests_rev, "tests/"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.split()
+        for name in listed:
+            blob = subprocess.run(["git", "show", f"{tests_rev}:{name}"], cwd=ROOT, capture_output=True,
+                                  check=True).stdout
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(blob)
+        # the working tree's conftest (hypothesis profiles, incl. "mutation"), so scores compare
+        shutil.copy2(ROOT / "tests" / "conftest.py", dest / "tests" / "conftest.py")
+
+
+def _configure(dest: Path, modules: list[str], tests: list[str]) -> None:
+    """Point mutmut at the modules and tests through a [tool.mutmut] section of the copy's pyproject."""
+    toml = (dest / "pyproject.toml").read_text()
+    lst = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
+    toml += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["retina_unet", "toy_data"]\n'
+        f"only_mutate = {lst(modules)}\n"
+        f"pytest_add_cli_args_test_selection = {lst(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:randomly", "-p", "no:cacheprovider", "-q"]\n'
+        "use_git_change_detection = false\n"
+    )
+    (dest / "pyproject.toml").write_text(toml)
+
+
+def _mutmut(dest: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, "PYTHONPATH": str(dest), "OMP_NUM_THREADS": "1", "HYPOTHESIS_PROFILE": "mutation"}
+    r = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=dest, env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"mutmut {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+_DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+out = {}
+for name in json.load(sys.stdin):
+    out[name] = get_diff_for_mutant(name, path=find_mutant(name).path).strip()
+print(json.dumps(out))
+"""
+
+
+def _diffs(dest: Path, names: list[str]) -> dict[str, str]:
+    """The diff of each named mutant (one process for all: ``mutmut show`` costs a start-up each)."""
+    env = {**os.environ, "PYTHONPATH": str(dest)}
+    r = subprocess.run([sys.executable, "-c", _DIFFS], cwd=dest, env=env, input=json.dumps(names),
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse: bool = False) -> dict:
+    """Mutate and test one group (``reuse``: only re-read the results of the last run in its copy)."""
+    modules, tests = GROUPS[name]
+    dest = WORK / (name + (f"@{tests_rev}" if tests_rev else ""))
+    if reuse:
+        timing = dest / "run-seconds.json"  # absent when the run was interrupted
+        seconds = json.loads(timing.read_text()) if timing.is_file() else None
+    else:
+        _copy_repo(dest, tests_rev)
+        _configure(dest, modules, tests)
+        t0 = time.perf_counter()
+        log = _mutmut(dest, "run", "--max-children", str(max_children), check=False)
+        seconds = time.perf_counter() - t0
+        (dest / "mutmut-run.log").write_text(log)
+        (dest / "run-seconds.json").write_text(json.dumps(seconds))
+    statuses: dict[str, str] = {}
+    for line in _mutmut(dest, "results", "--all", "true").splitlines():
+        key, sep, status = line.strip().rpartition(": ")
+        if sep and key:
+            statuses[key] = status.strip()
+    if not statuses:
+        raise RuntimeError(f"mutmut produced no results for {name}; see {dest / 'mutmut-run.log'}")
+    survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
+    diffs = _diffs(dest, survivors)
+    equivalent = {k: why for k in survivors if (why := _equivalent(k, diffs[k]))}
+    counts: dict[str, int] = {}
+    for s in statuses.values():
+        counts[s] = counts.get(s, 0) + 1
+    killed = sum(n for s, n in counts.items() if s in KILLED)
+    tested = sum(n for s, n in counts.items() if s not in SKIPPED | NOT_RUN)
+    not_run = sum(n for s, n in counts.items() if s in NOT_RUN)
+    per_module: dict[str, list[int]] = {}
+    for k, s in statuses.items():
+        mod = k.rsplit(".", 1)[0]  # "<module>.x_<function>__mutmut_<n>" (mutmut's names)
+        kt = per_module.setdefault(mod, [0, 0])
+        kt[0] += s in KILLED
+        kt[1] += s not in SKIPPED | NOT_RUN
+    return {
+        "group": name,
+        "modules": modules,
+        "tests": tests,
+        "score": killed / tested if tested else None,
+        "killed": killed,
+        "tested": tested,
+        "not_run": not_run,
+        "counts": counts,
+        "per_module": {m: {"killed": k, "tested": t} for m, (k, t) in sorted(per_module.items())},
+        "statuses": dict(sorted(statuses.items())),
+        "survivor_diffs": diffs,
+        "equivalent": equivalent,
+        "score_without_equivalent": killed / (tested - len(equivalent)) if tested > len(equivalent) else None,
+        "seconds": None if seconds is None else round(seconds, 1),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "tests_rev": tests_rev,
+        "command": f"python -m reports.mutation {name}" + (f" --tests-rev {tests_rev}" if tests_rev else ""),
+        "env": {"python": platform.python_version(), "mutmut": _mutmut_version(), "cpus": os.cpu_count()},
+    }
+
+
+def _equivalent(name: str, diff: str) -> str | None:
+    added = [ln[1:].rstrip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    for name_re, diff_re, why in EQUIVALENT:
+        if re.search(name_re, name) and any(re.search(diff_re, ln) for ln in added):
+            return why
+    return None
+
+
+def _commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return r.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def write_group(res: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem = res["group"] + (f"@{res['tests_rev']}" if res["tests_rev"] else "")
+    (OUT / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    lines = [
+        f"# Mutation testing: {res['group']}" + (f" (tests as at {res['tests_rev']})" if res["tests_rev"] else ""),
+        "",
+        f"Generated by `{res['command']}` (mutmut {res['env']['mutmut']}, Python {res['env']['python']}) on "
+        f"{res['date']} at commit {res['commit']}, {_secs(res['seconds'])}. Do not edit: rerun the command.",
+        "",
+        f"- mutated: {', '.join(f'`{m}`' for m in res['modules'])}",
+        f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
+        f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
+        *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
+            "were not run and are left out of the figures"] if res.get("not_run") else []),
+        f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
+        f"**{_pct(res['score_without_equivalent'])}**",
+        "",
+        "| module | killed | tested | score |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for m, kt in res["per_module"].items():
+        lines.append(f"| `{m}` | {kt['killed']} | {kt['tested']} | {_pct(kt['killed'] / kt['tested'] if kt['tested'] else None)} |")
+    lines += ["", f"## Surviving mutants ({len(res['survivor_diffs'])})", ""]
+    for k, diff in res["survivor_diffs"].items():
+        why = res["equivalent"].get(k)
+        lines += [f"### `{k}` ({res['statuses'][k]}{'; equivalent: ' + why if why else ''})", "",
+                  "```diff", diff, "```", ""]
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def write_summary() -> None:
+    rows = []
+    for name in GROUPS:
+        p = OUT / f"{name}.json"
+        if p.is_file():
+            r = json.loads(p.read_text())
+            partial = f" (partial: {r['not_run']} not run)" if r.get("not_run") else ""
+            rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])}{partial} | {_pct(r['score_without_equivalent'])} | "
+                        f"{r['killed']} / {r['tested']} | {len(r['survivor_diffs'])} ({len(r['equivalent'])}) | "
+                        f"{_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
+        else:
+            rows.append(f"| {name} | not run | | | | | | |")
+    text = "\n".join([
+        "# Mutation testing",
+        "",
+        "Generated by `make mutate` (`python -m reports.mutation [GROUP...]`); do not edit. Each group's "
+        "page lists its surviving mutants with their diffs. Target: >= 85 % killed.",
+        "",
+        "| group | score | score without equivalent | killed / tested | survivors (equivalent) | time | date | commit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        *rows,
+        "",
+    ])
+    (OUT / "README.md").write_text(text)
+
+
+def _secs(x) -> str:
+    return "time not recorded" if x is None else f"{x:.0f} s"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reports.mutation", description=__doc__.split("\n\n")[0])
+    ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1, help="parallel mutants")
+    ap.add_argument("--list", action="store_true", help="print the groups and exit")
+    ap.add_argument("--tests-rev", help="use tests/ as at this git revision (score of older tests); "
+                    "results go to <group>@<rev>.md/.json, not into the summary")
+    ap.add_argument("--reuse", action="store_true", help="re-read the last run's results (no new run)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, (mods, tests) in GROUPS.items():
+            print(f"{name}: mutates {' '.join(mods)}; tests {' '.join(tests)}")
+        return 0
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        ap.error(f"unknown group(s) {unknown}: expected some of {', '.join(GROUPS)}")
+    for name in args.groups or list(GROUPS):
+        print(f"[mutation] {name} ...", flush=True)
+        res = run_group(name, args.max_children, args.tests_rev, args.reuse)
+        write_group(res)
+        if not args.tests_rev:
+            write_summary()
+        print(f"[mutation] {name}: {_pct(res['score'])} ({res['killed']}/{res['tested']}), "
+              f"{len(res['survivor_diffs'])} survivors, {_secs(res['seconds'])}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The paper's claims on synthetic result rows: every claim reaches "supported", "consistent,
+unresolved" and "contradicted" (and the rules' statistics are checked by hand).
+
+Rows are built so that each case is decided by a wide margin: a per-seed noise pattern
+(+s, -s, +s, -s) on one model only, so a paired difference has mean = the effect and sd =
+s * 2/sqrt(3); with 4 seeds the 95% half-width is t_{0.975,3} * sd / 2 = 1.8373 * s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from retina_unet.study.report.findings import (
+    AGAINST,
+    CONSISTENT,
+    CONTRADICTED,
+    NOT_MEASURED,
+    SUPPORTED,
+    Estimate,
+    bounded_verdict,
+    check_findings,
+    combine,
+    directional_verdict,
+    min_detectable,
+    seeds_needed,
+)
+
+SEEDS = (0, 1, 2, 3)
+PATTERN = (1, -1, 1, -1)
+
+
+def rows(task: str, values: dict[tuple[str, int], tuple[float, float]]) -> list[tuple]:
+    """values: (model, n_train) -> (mAP, noise amplitude s); per seed mAP + s * PATTERN[seed]."""
+    return [(task, 2, m, n, seed, v + s * PATTERN[seed]) for (m, n), (v, s) in values.items() for seed in SEEDS]
+
+
+def frame(rs) -> pd.DataFrame:
+    return pd.DataFrame(rs, columns=["task", "dim", "model", "n_train", "seed", "map"])
+
+
+def finding(df: pd.DataFrame, key: str, task: str):
+    [f] = [f for f in check_findings(df) if f.key == key and f.where == f"{task} 2D"]
+    return f
+
+
+def test_estimate_and_resolution_by_hand():
+    est = Estimate.of([0.1 + 0.01 * p for p in PATTERN])
+    sd = 0.01 * 2 / math.sqrt(3)
+    assert est.mean == pytest.approx(0.1) and est.sd == pytest.approx(sd) and est.n == 4
+    assert est.hi - est.mean == pytest.approx(3.182446305284263 * sd / 2)
+    # MDD = (t_{0.975,3} + t_{0.80,3}) * sd / sqrt(4) with t_{0.80,3} = 0.9784723
+    assert min_detectable(1.0, 4) == pytest.approx((3.182446305284263 + 0.97847231) / 2, abs=1e-6)
+    assert min_detectable(1.0, 3) == pytest.approx((4.302652729749464 + 1.06066017) / math.sqrt(3), abs=1e-6)
+    assert seeds_needed(1.0, 2.09) == 4 and seeds_needed(1.0, 2.07) == 5 and seeds_needed(1.0, 0.0) is None
+    assert math.isnan(min_detectable(1.0, 1))
+
+
+@pytest.mark.parametrize("lo, hi, mean, sign, want", [
+    (0.01, 0.2, 0.1, +1, SUPPORTED), (-0.2, -0.01, -0.1, +1, CONTRADICTED), (-0.1, 0.2, 0.05, +1, CONSISTENT),
+    (-0.2, 0.1, -0.05, +1, AGAINST), (-0.2, -0.01, -0.1, -1, SUPPORTED), (0.01, 0.2, 0.1, -1, CONTRADICTED),
+    (-0.2, 0.1, -0.05, -1, CONSISTENT),
+])
+def test_directional_verdict(lo, hi, mean, sign, want):
+    assert directional_verdict(Estimate(mean, lo, hi, 4, 0.1), sign) == want
+
+
+@pytest.mark.parametrize("lo, hi, mean, side, want", [
+    (-0.01, 0.019, 0.005, +1, SUPPORTED), (0.021, 0.1, 0.05, +1, CONTRADICTED), (-0.05, 0.05, 0.0, +1, CONSISTENT),
+    (-0.01, 0.08, 0.03, +1, AGAINST), (0.0, 0.5, 0.2, -1, SUPPORTED), (-0.5, -0.03, -0.2, -1, CONTRADICTED),
+    (-0.05, 0.05, 0.0, -1, CONSISTENT), (-0.1, 0.0, -0.03, -1, AGAINST),
+])
+def test_bounded_verdict(lo, hi, mean, side, want):
+    assert bounded_verdict(Estimate(mean, lo, hi, 4, 0.1), side) == want
+
+
+def test_one_seed_is_not_measured_and_combine_orders_verdicts():
+    assert directional_verdict(Estimate.of([0.3]), +1) == NOT_MEASURED
+    assert combine([SUPPORTED, SUPPORTED]) == SUPPORTED
+    assert combine([SUPPORTED, CONSISTENT]) == CONSISTENT
+    assert combine([SUPPORTED, AGAINST, CONSISTENT]) == AGAINST
+    assert combine([SUPPORTED, CONTRADICTED, AGAINST]) == CONTRADICTED
+    assert combine([SUPPORTED, NOT_MEASURED]) == NOT_MEASURED and combine([]) == NOT_MEASURED
+
+
+# -- every claim: supported / consistent, unresolved / contradicted ------------------------------
+
+def seg_best_rows(task, effect, noise):
+    return rows(task, {("retina_unet", 1000): (0.8 + effect, noise), ("retina_unet", 20): (0.8 + effect, noise),
+                       ("retina_net", 1000): (0.8, 0.0), ("retina_net", 20): (0.8, 0.0)})
+
+
+@pytest.mark.parametrize("task", ["donuts_shape", "donuts_pattern"])
+@pytest.mark.parametrize("effect, noise, want", [(0.1, 0.01, SUPPORTED), (0.01, 0.05, CONSISTENT),
+                                                 (-0.1, 0.01, CONTRADICTED), (-0.01, 0.05, AGAINST)])
+def test_seg_best(task, effect, noise, want):
+    f = finding(frame(seg_best_rows(task, effect, noise)), "seg_best", task)
+    assert f.verdict == want
+    assert ("retina_unet", 20) in {(c[2], c[3]) for c in f.cells} and f.parts[0].est.mean == pytest.approx(effect)
+
+
+def test_seg_best_compares_the_best_of_each_group():
+    # Mask R-CNN (non-seg) beats Retina U-Net: the seg group is NOT best although it beats Retina Net.
+    rs = seg_best_rows("donuts_shape", 0.1, 0.01) + rows("donuts_shape", {("mask_rcnn", 1000): (0.95, 0.0),
+                                                                          ("mask_rcnn", 20): (0.95, 0.0)})
+    f = finding(frame(rs), "seg_best", "donuts_shape")
+    assert f.verdict == CONTRADICTED and f.parts[0].est.mean == pytest.approx(0.9 - 0.95)
+
+
+@pytest.mark.parametrize("lead_small, lead_big, noise, want", [
+    (0.3, 0.0, 0.01, SUPPORTED), (0.02, 0.0, 0.05, CONSISTENT), (0.0, 0.3, 0.01, CONTRADICTED)])
+def test_lead_grows(lead_small, lead_big, noise, want):
+    rs = rows("donuts_pattern", {("retina_unet", 1000): (0.6 + lead_big, noise), ("retina_unet", 20): (0.6 + lead_small, 0.0),
+                                 ("retina_net", 1000): (0.6, 0.0), ("retina_net", 20): (0.6, 0.0)})
+    f = finding(frame(rs), "lead_grows", "donuts_pattern")
+    assert f.verdict == want and f.parts[0].est.mean == pytest.approx(lead_small - lead_big)
+
+
+@pytest.mark.parametrize("small, noise, want", [(0.2, 0.01, SUPPORTED), (0.44, 0.05, CONSISTENT),
+                                                (0.8, 0.01, CONTRADICTED)])
+def test_collapse(small, noise, want):
+    rs = rows("donuts_pattern", {("retina_net", 1000): (0.9, 0.0), ("retina_net", 20): (small, noise),
+                                 ("retina_unet", 1000): (0.9, 0.0), ("retina_unet", 20): (0.9, 0.0)})
+    f = finding(frame(rs), "collapse", "donuts_pattern")
+    assert f.verdict == want and f.parts[0].est.mean == pytest.approx(small - 0.45)
+
+
+def test_collapse_needs_every_non_seg_model():
+    rs = rows("donuts_pattern", {("retina_net", 1000): (0.9, 0.0), ("retina_net", 20): (0.2, 0.01),
+                                 ("mask_rcnn", 1000): (0.9, 0.0), ("mask_rcnn", 20): (0.85, 0.01)})
+    assert finding(frame(rs), "collapse", "donuts_pattern").verdict == CONTRADICTED
+
+
+@pytest.mark.parametrize("diff_small, noise, want", [(0.0, 0.005, SUPPORTED), (0.0, 0.05, CONSISTENT),
+                                                     (0.1, 0.01, CONTRADICTED), (0.04, 0.05, AGAINST)])
+def test_no_gain_on_scale(diff_small, noise, want):
+    rs = rows("circles_scale", {("retina_unet", 1000): (0.7, 0.005), ("retina_net", 1000): (0.7, 0.0),
+                                ("retina_unet", 20): (0.5 + diff_small, noise), ("retina_net", 20): (0.5, 0.0)})
+    f = finding(frame(rs), "no_gain_scale", "circles_scale")
+    assert f.verdict == want
+    hi = [p.est.hi for p in f.parts if p.label.endswith("n=20")][0]
+    assert f"gains above {hi:+.3f} excluded" in f.ours  # the largest gain the interval does not exclude
+
+
+def test_no_gain_on_scale_checks_the_ufrcnn_pair_too():
+    rs = rows("circles_scale", {("retina_unet", 20): (0.5, 0.005), ("retina_net", 20): (0.5, 0.0),
+                                ("ufrcnn_plus", 20): (0.7, 0.01), ("faster_rcnn_plus", 20): (0.5, 0.0)})
+    assert finding(frame(rs), "no_gain_scale", "circles_scale").verdict == CONTRADICTED
+
+
+@pytest.mark.parametrize("effect, noise, want", [(0.1, 0.01, SUPPORTED), (0.01, 0.05, CONSISTENT),
+                                                 (-0.1, 0.01, CONTRADICTED)])
+def test_two_stage_best(effect, noise, want):
+    rs = rows("circles_scale", {("faster_rcnn_plus", 1000): (0.7 + effect, noise), ("faster_rcnn_plus", 20): (0.5 + effect, noise),
+                                ("retina_unet", 1000): (0.7, 0.0), ("retina_unet", 20): (0.5, 0.0),
+                                ("retina_net", 1000): (0.65, 0.0), ("retina_net", 20): (0.45, 0.0)})
+    f = finding(frame(rs), "two_stage_best", "circles_scale")
+    assert f.verdict == want and f.parts[0].est.mean == pytest.approx(effect)
+
+
+@pytest.mark.parametrize("task", ["donuts_shape", "donuts_pattern", "circles_scale"])
+@pytest.mark.parametrize("gain_small, gain_big, noise, want", [
+    (0.0, 0.2, 0.005, SUPPORTED),  # a gain at the LARGEST size must not count: the claim is about little data
+    (0.0, 0.2, 0.05, CONSISTENT),
+    (0.2, 0.0, 0.005, CONTRADICTED),
+])
+def test_mask_loss_at_the_smallest_size(task, gain_small, gain_big, noise, want):
+    rs = rows(task, {("mask_rcnn", 1000): (0.7 + gain_big, 0.0), ("faster_rcnn_plus", 1000): (0.7, 0.0),
+                     ("mask_rcnn", 100): (0.6 + gain_big, 0.0), ("faster_rcnn_plus", 100): (0.6, 0.0),
+                     ("mask_rcnn", 20): (0.5 + gain_small, noise), ("faster_rcnn_plus", 20): (0.5, 0.0)})
+    f = finding(frame(rs), "mask_loss", task)
+    assert f.verdict == want and "n=20" in f.ours
+    assert {c[3] for c in f.cells} == {20}
+
+
+@pytest.mark.parametrize("task", ["donuts_shape", "circles_scale"])
+@pytest.mark.parametrize("gap, noise, want", [(0.0, 0.005, SUPPORTED), (0.0, 0.05, CONSISTENT),
+                                              (-0.2, 0.01, CONTRADICTED), (0.3, 0.01, SUPPORTED)])
+def test_retina_unet_reaches_the_two_stage_level(task, gap, noise, want):
+    rs = rows(task, {("retina_unet", 1000): (0.7 + gap, noise), ("retina_unet", 20): (0.5 + gap, noise),
+                     ("mask_rcnn", 1000): (0.7, 0.0), ("mask_rcnn", 20): (0.5, 0.0),
+                     ("faster_rcnn_plus", 1000): (0.6, 0.0), ("faster_rcnn_plus", 20): (0.4, 0.0)})
+    f = finding(frame(rs), "unet_two_stage_level", task)
+    assert f.verdict == want and f.parts[0].est.mean == pytest.approx(gap)
+
+
+def test_claims_without_their_models_are_not_measured():
+    df = frame(rows("donuts_shape", {("retina_unet", 20): (0.9, 0.01), ("retina_unet", 1000): (0.9, 0.01)}))
+    found = {(f.key, f.where): f.verdict for f in check_findings(df)}
+    assert set(found.values()) == {NOT_MEASURED}
+    assert ("mask_loss", "circles_scale 2D") in found and ("two_stage_best", "circles_scale 2D") in found
+    assert ("collapse", "donuts_pattern 2D") in found and ("no_gain_scale", "circles_scale 2D") in found
+
+
+def test_resolution_names_mdd_and_seeds_needed():
+    f = finding(frame(seg_best_rows("donuts_shape", 0.03, 0.05)), "seg_best", "donuts_shape")
+    sd = 0.05 * 2 / math.sqrt(3)
+    need = seeds_needed(sd, 0.03)
+    assert f.verdict == CONSISTENT and 20 < need < 40  # ~ ((t + t) * sd / 0.03)^2 = 29
+    assert f"MDD {min_detectable(sd, 4):.3f} with 4 seeds" in f.resolution() and f"needs ~{need}" in f.resolution()
+    tiny = finding(frame(seg_best_rows("donuts_shape", 0.001, 0.05)), "seg_best", "donuts_shape")
+    assert "needs ~> 200" in tiny.resolution()
