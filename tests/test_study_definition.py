@@ -10,7 +10,6 @@ import pytest
 
 from retina_unet.study import PRESETS, StudyDefinition, StudyError, preset
 from retina_unet.study._hash import canonical_json, stable_hash
-from retina_unet.study.definition import parse_overrides
 from retina_unet.study.execute import config_hash
 
 
@@ -129,8 +128,3 @@ def test_canonical_json_is_canonical():
         canonical_json({"a": float("nan")})
 
 
-def test_parse_overrides():
-    assert parse_overrides(["epochs=3", "lr=1e-4", "amp=false", "patch_size=[96,96]", "merge=wbc"]) == {
-        "epochs": 3, "lr": 1e-4, "amp": False, "patch_size": [96, 96], "merge": "wbc"}
-    with pytest.raises(StudyError):
-        parse_overrides(["epochs"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,6 @@ SCHEMA_VERSION = 1
 
 # The names the training engine and the toy-data generator accept. Used when those packages
 # cannot be imported (the study layer must still validate a definition and print `status`).
-FALLBACK_TASKS = ("donuts_shape", "donuts_pattern", "circles_scale")
-FALLBACK_MODELS = ("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet", "ufrcnn_plus")
 DEFAULT_POOL_SIZE = 1000  # toy_data's default training pool (spec section 1)
 GRID_KEYS = ("task", "spatial_dims", "model", "n_train", "seed")
 GRID_AXES = ("tasks", "models", "n_train", "seeds", "dims")  # may grow in a study folder
@@ -135,15 +133,19 @@ class StudyDefinition:
 
     def validate(
         self,
-        known_tasks: Iterable[str] = FALLBACK_TASKS,
-        known_models: Iterable[str] = FALLBACK_MODELS,
+        known_tasks: Iterable[str] | None = None,
+        known_models: Iterable[str] | None = None,
         pool_size: int | None = DEFAULT_POOL_SIZE,
-        known_presets: Iterable[str] = ("smoke", "cpu", "paper"),
+        known_presets: Iterable[str] | None = None,
     ) -> None:
         """Raise :class:`StudyError` listing every problem at once, or return quietly.
 
-        ``pool_size=None`` skips the pool check (the runner then checks each resolved config).
+        The known names default to the packages that own them (``toy_data.TASKS``,
+        ``retina_unet.models.MODEL_NAMES``, ``retina_unet.training.PRESETS``). ``pool_size=None`` skips
+        the pool check (the runner then checks each resolved config).
         """
+        if known_tasks is None or known_models is None or known_presets is None:
+            known_tasks, known_models, known_presets = _catalogue_names(known_tasks, known_models, known_presets)
         problems: list[str] = []
         known_tasks, known_models, known_presets = list(known_tasks), list(known_models), list(known_presets)
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
@@ -243,22 +245,11 @@ def preset(name: str, **changes: Any) -> StudyDefinition:
     return PRESETS[name].replace(**changes) if changes else PRESETS[name]
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=3", "lr=1e-4", "amp=false"]`` -> ``{"epochs": 3, "lr": 0.0001, "amp": False}`` (JSON values)."""
-    import json
+def _catalogue_names(tasks, models, presets) -> tuple[list[str], list[str], list[str]]:
+    """The given names, or the owners' lists where None (one place per fact)."""
+    import toy_data
+    from retina_unet.models import MODEL_NAMES
+    from retina_unet.training import PRESETS
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise StudyError(f"override {item!r}: expected KEY=VALUE")
-        low = raw.strip().lower()
-        if low in ("true", "false"):
-            value: Any = low == "true"
-        else:
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-        out[key.strip()] = value
-    return out
+    return (list(toy_data.TASKS if tasks is None else tasks), list(MODEL_NAMES if models is None else models),
+            list(PRESETS if presets is None else presets))

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from retina_unet.study.definition import DEFAULT_POOL_SIZE, FALLBACK_MODELS, FALLBACK_TASKS, RunSpec
+from retina_unet.study.definition import DEFAULT_POOL_SIZE, RunSpec
+from retina_unet.study.engine import TrainingEngine
 
 SEG = {"retina_unet": 1.0, "ufrcnn_plus": 1.0}
 
@@ -34,8 +35,7 @@ class FakeEngine:
         self.delay, self.fail, self.log, self.pool_size = delay, tuple(fail), log, pool_size
 
     def catalogue(self) -> dict[str, Any]:
-        return {"tasks": FALLBACK_TASKS, "models": FALLBACK_MODELS, "presets": ("smoke", "cpu", "paper"),
-                "pool_size": None}
+        return TrainingEngine().catalogue()  # the real names: a fake run of an unknown model is refused too
 
     def resolve(self, spec: RunSpec) -> dict[str, Any]:
         return {"preset": spec.train_preset, "spatial_dims": spec.dim, **spec.preset_kwargs(),
