@@ -18,8 +18,9 @@ from retina_unet.study.report.tables import t_errorbar  # noqa: E402
 
 MODEL_ORDER = ("retina_unet", "retina_net", "ufrcnn_plus", "faster_rcnn_plus", "mask_rcnn", "detunet")
 # Fig. 5 styling: colour = model, solid = trained with segmentation supervision, marker = stages.
-MODEL_COLOURS = {"retina_unet": "tab:blue", "retina_net": "tab:orange", "ufrcnn_plus": "tab:green",
-                 "faster_rcnn_plus": "tab:red", "mask_rcnn": "tab:purple", "detunet": "tab:brown"}
+# One colour per model (seaborn's colour-blind palette), distinct from the class colours of
+# toy_data.palette, which the example panels use.
+MODEL_COLOURS = dict(zip(MODEL_ORDER, sns.color_palette("colorblind", len(MODEL_ORDER)), strict=True))
 SEG_SUPERVISED = frozenset({"retina_unet", "ufrcnn_plus", "detunet"})
 TWO_STAGE_MODELS = frozenset({"mask_rcnn", "faster_rcnn_plus", "ufrcnn_plus"})
 PNG_METADATA = {"Software": None}  # no version string: regenerating a report gives identical files
