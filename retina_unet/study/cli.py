@@ -157,13 +157,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from retina_unet.study.report import write_report
 
+    if args.from_results:
+        return _report_from_results(args)
     if not args.out:
-        raise StudyError("report needs --out STUDY_FOLDER")
+        raise StudyError("report needs --out STUDY_FOLDER (or --from-results CSV --report-dir DIR)")
     definition = StudyFolder(args.out).load_definition()
     if definition is None:
         raise StudyError(f"{args.out} is not a study folder (no study.json)")
     command = getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
     path = write_report(args.out, _report_dir(args, definition.name), n_examples=args.examples, command=command)
+    print(f"[study] report: {path}", file=sys.stderr)
+    return 0
+
+
+def _report_from_results(args: argparse.Namespace) -> int:
+    """A report from a results table alone (a ``results.csv`` an earlier report wrote): the findings,
+    tables and figures are recomputed with today's rules; learning curves and examples need the
+    study folder and are left out."""
+    import pandas as pd
+
+    from retina_unet.study.report import render_report
+
+    if not args.report_dir:
+        raise StudyError("report --from-results needs --report-dir DIR")
+    src = Path(args.from_results)
+    if not src.is_file():
+        raise StudyError(f"--from-results: no file at {src}")
+    df = pd.read_csv(src)
+    missing = {"task", "dim", "model", "n_train", "seed", "map"} - set(df.columns)
+    if missing:
+        raise StudyError(f"--from-results: {src} is not a study results table (missing columns {sorted(missing)})")
+    command = getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
+    commits = sorted(str(c) for c in df["commit"].dropna().unique()) if "commit" in df else []
+    header = [f"- made from the results table `{src}` ({len(df)} runs) by `{command}`: findings, tables and "
+              "figures recomputed with the current rules; no study folder, so no learning curves or examples",
+              f"- code commit(s) of the runs: {', '.join(f'`{c}`' for c in commits) or 'unknown'}"]
+    same = (Path(args.report_dir) / "results.csv").resolve() == src.resolve()
+    path = render_report(df, args.report_dir, header, title=args.title or src.parent.name, write_results=not same)
     print(f"[study] report: {path}", file=sys.stderr)
     return 0
 
@@ -227,7 +257,10 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
     report = sub.add_parser("report", help="CSV, figures and Markdown report from a study folder")
-    report.add_argument("--out", required=True, help="study folder")
+    report.add_argument("--out", help="study folder")
+    report.add_argument("--from-results", metavar="CSV",
+                        help="make the report from a results table (an earlier report's results.csv) instead")
+    report.add_argument("--title", help="--from-results: the study's name in the title (default: the CSV's folder)")
     report.add_argument("--report-dir", help="report folder (default: <study folder>/report; the committed reference: reports/<name>)")
     report.add_argument("--examples", type=int, default=3, help="example test images per model in the panel")
     report.set_defaults(func=cmd_report)
