@@ -128,10 +128,20 @@ def test_retina_unet_detection_head_reaches_c0():
 # --- 4. matching and sampling ---------------------------------------------------------------------
 @pytest.mark.parametrize("d, bg", [(2, 0.1), (3, 0.01)])
 def test_anchor_negatives_below_mdt_threshold(d, bg):
-    cfg = model_config(d, "cpu")
+    cfg = model_config(d, "paper")
     m = Matcher(cfg.match_fg_iou, cfg.match_bg_iou, cfg.match_low_quality)
     iou = torch.tensor([[0.9, bg * 1.5, bg * 0.5, 0.3]])
     assert m(iou).tolist() == [0, IGNORE, NEGATIVE, IGNORE]
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_cpu_preset_keeps_its_measured_sampling(d):
+    """The cpu preset's documented deviation (docs/models.md, "cpu preset sampling"); paper is MDT's."""
+    cpu, paper = model_config(d, "cpu"), model_config(d, "paper")
+    assert (cpu.max_positives, cpu.shem_poolsize, cpu.init) == (None, 20, "he_fan_out")
+    assert cpu.match_bg_iou == (0.3 if d == 2 else 0.1) and (cpu.rpn_batch_size, cpu.roi_batch_size) == (64, 64)
+    assert (paper.max_positives, paper.shem_poolsize, paper.init) == (1, 10, "pytorch")
+    assert (paper.rpn_batch_size, paper.roi_batch_size) == (2, 2)
 
 
 def test_positives_capped_at_random():
