@@ -61,6 +61,11 @@ def _report_dir(args: argparse.Namespace, name: str) -> Path:
     return Path(args.report_dir) if args.report_dir else _out(args, name) / "report"
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line to record (set by :func:`dispatch`; rebuilt when a command is called directly)."""
+    return getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from retina_unet.study.backends import LocalBackend, RayBackend
     from retina_unet.study.runner import run_study
@@ -75,8 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = _out(args, definition.name)
     if args.dry_run:
         return _dry_run(definition, out)
-    command = getattr(args, "command_line", None) or " ".join(
-        ["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])  # mounted under the package CLI
+    command = _command(args)
     try:
         if args.until_resolved:
             from retina_unet.study.grow import run_until_resolved
@@ -164,7 +168,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     definition = StudyFolder(args.out).load_definition()
     if definition is None:
         raise StudyError(f"{args.out} is not a study folder (no study.json)")
-    command = getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
+    command = _command(args)
     path = write_report(args.out, _report_dir(args, definition.name), n_examples=args.examples, command=command)
     print(f"[study] report: {path}", file=sys.stderr)
     return 0
@@ -187,7 +191,7 @@ def _report_from_results(args: argparse.Namespace) -> int:
     missing = {"task", "dim", "model", "n_train", "seed", "map"} - set(df.columns)
     if missing:
         raise StudyError(f"--from-results: {src} is not a study results table (missing columns {sorted(missing)})")
-    command = getattr(args, "command_line", None) or " ".join(["python -m retina_unet", *map(shlex.quote, sys.argv[1:])])
+    command = _command(args)
     commits = sorted(str(c) for c in df["commit"].dropna().unique()) if "commit" in df else []
     header = [f"- made from the results table `{src}` ({len(df)} runs) by `{command}`: findings, tables and "
               "figures recomputed with the current rules; no study folder, so no learning curves or examples",
