@@ -415,3 +415,23 @@ def test_training_bar_of_a_short_epoch_ends_full_with_the_mean_loss(tmp_path, mo
     assert n_at_last_postfix == 1  # set after the second step, before its update
     assert float(values["loss"]) == pytest.approx(t.history[0]["loss"], abs=1e-3)
     assert t.history[0]["loss"] > 0
+
+
+@pytest.mark.parametrize("val_from", [1, 3, 99])
+def test_val_from_epoch_validates_late_epochs_only(tmp_path, monkeypatch, val_from):
+    """Epochs before ``val_from_epoch`` are neither validated nor kept; the last epoch always is."""
+    t = _trainer(tmp_path, f"v{val_from}", epochs=4, val_from_epoch=val_from, top_k=4)
+    calls = []
+    real = t.validate
+    monkeypatch.setattr(t, "validate", lambda: calls.append(t.epoch + 1) or real())
+    history = t.fit()
+    first = min(val_from, 4)
+    assert calls == list(range(first, 5))
+    assert [h["val_mAP"] is None for h in history] == [e < first for e in range(1, 5)]
+    assert sorted(e["epoch"] for e in t.top_k) == list(range(first, 5))
+    assert all((tmp_path / f"v{val_from}" / e["path"]).is_file() for e in t.top_k)
+
+
+def test_val_from_epoch_must_be_positive():
+    with pytest.raises(ValueError, match="val_from_epoch"):
+        TrainConfig(**{**TINY, "val_from_epoch": 0})

@@ -20,6 +20,7 @@ from retina_unet.evaluation.froc import FROC_FP_RATES, froc, froc_curve, sensiti
 from retina_unet.evaluation.matching import ImageClassMatches, match_dataset, match_image_class
 from retina_unet.evaluation.metrics import COCO_IOU_GRID, PAPER_IOU_GRID, detection_metrics, iou_grid
 from retina_unet.evaluation.per_case import per_case_rows
+from retina_unet.evaluation.sampling_error import bootstrap_map
 
 __all__ = [
     "COCO_IOU_GRID",
@@ -28,6 +29,7 @@ __all__ = [
     "RECALL_POINTS",
     "ImageClassMatches",
     "average_precision",
+    "bootstrap_map",
     "detection_metrics",
     "evaluate_detections",
     "froc",

@@ -46,6 +46,10 @@ class ModelConfig:
     # "pytorch": PyTorch's default initialisation (MDT's toy configs, weight_init=None);
     # "he_fan_out": He-normal fan-out convs with zero biases (this project's earlier choice)
     init: str = "pytorch"
+    # Activations and conv weights in channels-last memory layout (NHWC / NDHWC). Same arithmetic,
+    # other rounding order; oneDNN's CPU convolutions are faster on it (the cpu size turns it on:
+    # docs/models.md, "cpu preset"). Not part of the paper: a layout, not a model setting.
+    channels_last: bool = False
 
     # --- heads -----------------------------------------------------------------------------------
     head_channels: int = 256
@@ -113,6 +117,9 @@ class ModelConfig:
     roi_canonical_level: int = 4
     box_pool_size: tuple[int, ...] = (7, 7)  # (3, 7, 7) in 3D (axis 0 = slices)
     mask_pool_size: tuple[int, ...] = (14, 14)  # (5, 14, 14) in 3D; masks are twice that
+    # positive RoIs per image that train the mask head, the first of the sampled positives (already
+    # in random order); None = all sampled positives (MDT: every positive of its 2 sampled RoIs, i.e. 1)
+    mask_rois_per_image: int | None = None
     fc_channels: int = 1024  # box head width
 
     # --- DetU-Net ---------------------------------------------------------------------------------
@@ -145,6 +152,8 @@ class ModelConfig:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.max_positives is not None and self.max_positives < 1:
             raise ValueError(f"max_positives must be >= 1 or None, got {self.max_positives}")
+        if self.mask_rois_per_image is not None and self.mask_rois_per_image < 1:
+            raise ValueError(f"mask_rois_per_image must be >= 1 or None, got {self.mask_rois_per_image}")
         if self.shem_poolsize is not None and self.shem_poolsize < 1:
             raise ValueError(f"shem_poolsize must be >= 1 or None, got {self.shem_poolsize}")
 
@@ -212,10 +221,17 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
             match_bg_iou=0.3 if d == 2 else 0.1,
             rpn_bg_iou=0.3,
             rpn_batch_size=64,
-            roi_batch_size=64,
+            # 16 RoIs per image (a third positive) and the mask head on 2 of the positives: the box
+            # and mask heads on 64 RoIs / ~12 positives per image made a Mask R-CNN step 3-4x the cost
+            # of a Retina U-Net step on the CPU (docs/models.md, "cpu preset", with the measurement)
+            roi_batch_size=16,
+            mask_rois_per_image=2,
             roi_positive_fraction=0.33,
             roi_bg_iou=0.5 if d == 2 else 0.3,
         )
+        if d == 2:
+            # oneDNN's CPU convolutions on NHWC: a Retina U-Net train step 1.2-1.5x faster (docs/models.md)
+            base.update(channels_last=True)
         if d == 3:
             # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 (stride 4) anchors 16 / 20 / 25
             base.update(

@@ -19,6 +19,11 @@ from torch import nn
 from retina_unet.models.config import ModelConfig
 
 
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of ``(B, C, *S)`` tensors with ``spatial_dims`` axes."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
 class Detector(nn.Module):
     """Base class of every model. Subclasses set ``name``, ``needs_masks``, ``has_segmentation``,
     ``required_multiple`` (per-axis input size multiple) and implement ``losses`` and ``predict``."""
@@ -134,12 +139,15 @@ class Detector(nn.Module):
                     )
 
     def pad(self, images: torch.Tensor) -> torch.Tensor:
-        """Pad ``(B, C, *S)`` at the high end of each axis (replicate) to ``required_multiple``."""
+        """Pad ``(B, C, *S)`` at the high end of each axis (replicate) to ``required_multiple``, in
+        the model's memory layout (channels-last with ``cfg.channels_last``)."""
         extra = [(-s) % m for s, m in zip(images.shape[2:], self.required_multiple, strict=True)]
-        if not any(extra):
-            return images
-        pads = [v for e in reversed(extra) for v in (0, e)]
-        return F.pad(images, pads, mode="replicate")
+        if any(extra):
+            pads = [v for e in reversed(extra) for v in (0, e)]
+            images = F.pad(images, pads, mode="replicate")
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=channels_last_format(self.spatial_dims))
+        return images
 
     @staticmethod
     def crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

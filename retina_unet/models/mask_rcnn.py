@@ -144,8 +144,10 @@ class TwoStageDetector(Detector):
 
     def _mask_loss(self, feats, rois, labels, targets, device) -> torch.Tensor:
         cfg, c = self.cfg, self.num_classes
-        pos_rois = [r[lab > 0] for r, lab in zip(rois, labels, strict=True)]
-        pos_labels = torch.cat([lab[lab > 0] for lab in labels])
+        # the first cfg.mask_rois_per_image sampled positives of each image (None: all of them)
+        cap = cfg.mask_rois_per_image
+        pos_rois = [r[lab > 0][:cap] for r, lab in zip(rois, labels, strict=True)]
+        pos_labels = torch.cat([lab[lab > 0][:cap] for lab in labels])
         if pos_labels.numel() == 0:
             return sum(p.sum() * 0.0 for p in self.mask_head.parameters())
         logits = self.mask_head(self._pool(feats, pos_rois, cfg.mask_pool_size))  # (P, C, *M)

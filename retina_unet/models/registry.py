@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from retina_unet.models.config import ModelConfig
-from retina_unet.models.detector import Detector
+from retina_unet.models.detector import Detector, channels_last_format
 
 # name -> (module, class); imported on demand so one model's import cost is not everyone's
 _REGISTRY = {
@@ -34,4 +34,7 @@ def build_model(name: str, cfg: ModelConfig) -> Detector:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"cfg must be a ModelConfig (see model_config()), got {type(cfg).__name__}")
-    return model_class(name)(cfg)
+    model = model_class(name)(cfg)
+    if cfg.channels_last:
+        model.to(memory_format=channels_last_format(cfg.spatial_dims))
+    return model

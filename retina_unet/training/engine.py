@@ -228,7 +228,8 @@ class Trainer:
         bar.close()
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        val = self.validate()
+        validated = epoch >= min(cfg.val_from_epoch, cfg.epochs)
+        val = self.validate() if validated else {"mAP": None, "ap": {}}
         self.epoch = epoch
         record = {
             "epoch": epoch,
@@ -240,7 +241,7 @@ class Trainer:
             "val_s": time.perf_counter() - t1,
         }
         self.history.append(record)
-        dropped = self._update_top_k(epoch, val["mAP"])
+        dropped = self._update_top_k(epoch, val["mAP"]) if validated else []
         save_checkpoint(self.state(), self.out_dir / LAST)
         for e in dropped:  # only after last.pt no longer lists them
             (self.out_dir / e["path"]).unlink(missing_ok=True)
