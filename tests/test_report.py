@@ -182,3 +182,12 @@ def test_report_from_a_results_table_recomputes_the_same_findings(tmp_path):
     assert list(got["verdict"]) == list(want["verdict"]) and len(got) > 0
     assert "no study folder" in (table / "README.md").read_text()
     assert study_main(["report", "--from-results", str(tmp_path / "nope.csv"), "--report-dir", str(table)]) == 2
+
+
+def test_report_warns_when_the_study_trains_on_a_shorter_schedule():
+    from retina_unet.study.definition import preset as study_preset
+    from retina_unet.study.report import _short_schedule
+
+    line = _short_schedule(study_preset("quick"))
+    assert line is not None and "240 steps per run, 30% of the `cpu` preset's 800" in line
+    assert _short_schedule(study_preset("standard")) is None and _short_schedule(study_preset("smoke")) is None

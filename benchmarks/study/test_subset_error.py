@@ -7,7 +7,8 @@ mAP of ``n`` images; the seed-to-seed standard deviation comes from a study's ``
 of one cell differing only in their seed). Prints a markdown table and writes JSON::
 
     python -m benchmarks.study.test_subset_error RUN [RUN ...] --sizes 100 250 500 1000 \
-        --results-csv reports/quick/results.csv --out reports/study_speed/test_subset_error.json
+        --results-csv reports/quick/results.csv --out reports/study_speed/test_subset_error.json \
+        --markdown reports/study_speed/test_subset_error.md
 """
 
 from __future__ import annotations
@@ -49,25 +50,27 @@ def main(argv=None) -> None:
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--results-csv", type=Path, default=None, help="a study's results.csv (seed-to-seed SD)")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="JSON with every figure")
+    ap.add_argument("--markdown", type=Path, default=None, help="the table as a markdown file")
     args = ap.parse_args(argv)
     rows = [run_errors(r, args.sizes, args.reps, args.seed) for r in args.runs]
     spread = seed_spread(args.results_csv) if args.results_csv else None
-    print("| run | mAP (all) | " + " | ".join(f"SD at n={n}" for n in args.sizes) + " |")
-    print("|---|---|" + "---|" * len(args.sizes))
+    lines = ["| run | test mAP (all images) | " + " | ".join(f"SD at n={n}" for n in args.sizes) + " |",
+             "|---|---|" + "---|" * len(args.sizes)]
     for r in rows:
         cells = [f"{r['bootstrap'][n]['sd']:.4f}" if n in r["bootstrap"] else "" for n in args.sizes]
-        print(f"| {Path(r['run']).name} | {r['mAP_all']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {Path(r['run']).name} | {r['mAP_all']:.3f} | " + " | ".join(cells) + " |")
     if spread:
-        print(f"\nseed-to-seed SD of test mAP ({args.results_csv}, {spread['cells']} cells): median "
-              f"{spread['median_sd']:.4f}, range {spread['min_sd']:.4f}-{spread['max_sd']:.4f}")
-    if args.out:
-        from retina_unet.atomic_io import save_json
+        lines.append(f"\nSeed-to-seed SD of the test mAP ({args.results_csv}, {spread['cells']} cells with >= 2 "
+                     f"seeds): median {spread['median_sd']:.4f}, range {spread['min_sd']:.4f}-{spread['max_sd']:.4f}.")
+    print("\n".join(lines), flush=True)
+    from retina_unet.atomic_io import write_json_atomic, write_text_atomic
 
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_json({"runs": rows, "seed_spread": spread, "sizes": args.sizes, "reps": args.reps,
-                   "seed": args.seed, "results_csv": str(args.results_csv) if args.results_csv else None},
-                  args.out)
+    if args.markdown:
+        write_text_atomic(args.markdown, "\n".join(lines) + "\n")
+    if args.out:
+        write_json_atomic(args.out, {"runs": rows, "seed_spread": spread, "sizes": args.sizes, "reps": args.reps,
+                   "seed": args.seed, "results_csv": str(args.results_csv) if args.results_csv else None})
 
 
 if __name__ == "__main__":

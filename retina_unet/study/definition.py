@@ -230,18 +230,14 @@ PRESETS: dict[str, StudyDefinition] = {
 PRESET_NAMES = tuple(PRESETS)
 DEFAULT_PRESET = "quick"  # `make study` and `study run` without --preset on a new folder
 
-# Cost of each preset at today's per-run cost (1 torch thread per run, 2 workers on 2 idle cores):
-# measured 77 CPU-s (Retina Net) and 146 CPU-s (Retina U-Net) per quick run (reports/quick); Mask
-# R-CNN ~285, DetU-Net ~170, Faster R-CNN+ ~115, U-FRCNN+ ~190 CPU-s estimated from the cpu-preset
-# models table (reports/models: training minutes x the 1.35-1.4 quick/table ratio of the two
-# measured models, plus a sixth of their test-time cost). Data generation (~1-2 min per task) extra.
+# Cost of each preset (1 torch thread per run, 2 workers on 2 cores; docs/speed.md): a full-schedule
+# cpu run with the fast path costs ~100 (Retina Net) to ~240 (Mask R-CNN) CPU-s, a quick run ~40-75.
 STUDY_PRESET_NOTES = {
     "smoke": "4 runs; seconds; CI",
-    "quick": "108 runs; ~680 CPU-s per (task, size, seed) -> ~150 min on 2 idle cores today: does NOT fit "
-             "60 min until a run is >= 2.6x cheaper (issue 14 part 1 aims at 3x); adding Faster R-CNN+ and "
-             "U-FRCNN+ would add ~70 min at today's cost",
-    "standard": "630 runs; ~1,000 CPU-s per (task, size, seed) -> ~29 CPU-hours (~15 h on 2 cores); "
-                "resumable, shard it with --backend ray",
+    "quick": "108 runs on a 240-step schedule (models not converged: docs/speed.md); ~58 CPU-s per run -> "
+             "under an hour on 2 cores (README: measured); Faster R-CNN+ and U-FRCNN+ would add ~40%",
+    "standard": "630 runs, full cpu schedule; ~1,050 CPU-s per (task, size, seed) -> ~31 CPU-hours (~15 h on "
+                "2 cores); resumable, shard it with --backend ray",
     "paper": "540 paper-preset runs; GPU hours",
 }
 

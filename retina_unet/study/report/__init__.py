@@ -251,6 +251,9 @@ def _provenance(folder: StudyFolder, definition, df: pd.DataFrame, envelopes, co
         "software, not across CPUs)",
         f"- code commit(s) of the runs: {', '.join(f'`{c}`' for c in commits) or 'unknown'}",
     ]
+    short = _short_schedule(d)
+    if short:
+        lines.insert(1, short)
     for s in sweeps:
         lines.append(f"- sweep `{s.get('command')}` at commit `{s.get('commit')}` on {s.get('backend')}: "
                      f"{s.get('done')} done, {s.get('failed')} failed, {s.get('skipped')} skipped, "
@@ -260,6 +263,22 @@ def _provenance(folder: StudyFolder, definition, df: pd.DataFrame, envelopes, co
     # No clock time: regenerating the report from the same results gives identical files.
     lines.append(f"- report made at commit `{git_commit()}` by `{command}`")
     return lines
+
+
+def _short_schedule(d) -> str | None:
+    """A warning line when the study's overrides train for fewer steps than its training preset."""
+    from retina_unet.training import preset as train_preset
+
+    over = dict(d.overrides)
+    full = train_preset(d.train_preset, d.dims[0])
+    steps = over.get("epochs", full.epochs) * over.get("batches_per_epoch", full.batches_per_epoch)
+    full_steps = full.epochs * full.batches_per_epoch
+    if steps >= full_steps:
+        return None
+    return (f"- **training schedule: {steps} steps per run, {steps / full_steps:.0%} of the `{d.train_preset}` "
+            f"preset's {full_steps}.** The models are compared at an equal, small compute budget, before they "
+            "converge: this favours the models that learn fastest, and the mAPs are below what the full "
+            "schedule reaches (docs/speed.md, \"quick schedule\").")
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
