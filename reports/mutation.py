@@ -54,12 +54,33 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["retina_unet/evaluation/export.py", "retina_unet/evaluation/plots.py"],
         ["tests/test_metrics.py", "tests/test_evaluation.py"],
     ),
-    "study_report": (["retina_unet/study/report/*"], ["tests/test_report.py"]),
+    # the statistics and the claims' verdicts, with their fast unit tests (tests/test_report.py's
+    # other tests run whole fake studies and draw figures, seconds each: see study_report_render)
+    "study_report": (
+        ["retina_unet/study/report/tables.py", "retina_unet/study/report/findings.py"],
+        ["tests/test_study_findings.py", "tests/test_report_tables.py",
+         "tests/test_report.py::test_t_interval_on_a_hand_case",
+         "tests/test_report.py::test_paired_difference_pairs_by_seed_only"],
+    ),
+    # writing the report and its figures: ~1900 mutants, each rerunning 3-6 s end-to-end tests
+    # (hours on a 2-core machine); run it on a bigger machine
+    "study_report_render": (
+        ["retina_unet/study/report/__init__.py", "retina_unet/study/report/figures.py"],
+        ["tests/test_report.py"],
+    ),
     "training_resume": (
         ["retina_unet/training/checkpoint.py", "retina_unet/training/engine.py"],
         ["tests/test_training.py"],
     ),
-    "toy_data": (["toy_data/*"], ["tests/test_toy_data.py", "tests/test_toy_data_storage.py"]),
+    # generation (the pixel maths) and its spec; the file format, CLI and previews separately
+    "toy_data": (
+        [f"toy_data/{m}.py" for m in ("generate", "spec", "palette", "reference")],
+        ["tests/test_toy_data.py"],
+    ),
+    "toy_data_io": (
+        [f"toy_data/{m}.py" for m in ("storage", "cli", "preview")],
+        ["tests/test_toy_data_storage.py"],
+    ),
 }
 
 # Survivors judged equivalent (no test can tell them apart from the original), as (mutant-name
