@@ -167,3 +167,33 @@ def test_fmt_ci_and_markdown_table():
     assert fmt_ci(0.123456, 0.1, 0.15, digits=2) == "0.12 [0.10, 0.15]"
     assert markdown_table(["a", "b"], [(1, "x"), (2.5, None)]) == "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 | None |"
     assert markdown_table(["only"], []) == "| only |\n|---|"
+
+
+def test_result_rows_reads_the_patient_map_and_sorts_dims_ascending():
+    envs = [_env("t", "m", 20, 0, 0.5, "d3", patient_mAP="0.75"), _env("t", "m", 20, 0, 0.5, "d2", patient_mAP=0.25)]
+    envs[0]["spec"]["dim"] = 3
+    df = result_rows(envs)
+    assert list(df.run_id) == ["d2", "d3"] and list(df.dim) == [2, 3]
+    assert list(df.patient_map) == [0.25, 0.75]
+
+
+def test_summarise_keeps_the_keys_of_each_cell():
+    df = _rows([("u", 3, "b", 20, 0, 0.1), ("t", 2, "a", 20, 0, 0.3)])
+    s = summarise(df)
+    assert list(zip(s.task, s.dim, s.model, s.n_train)) == [("t", 2, "a", 20), ("u", 3, "b", 20)]
+
+
+def test_paired_differences_sorted_by_cell_first_value_per_seed_and_skipping_cells_without_a_partner():
+    df = _rows([
+        ("t", 3, "retina_unet", 20, 0, 0.9), ("t", 3, "retina_net", 20, 0, 0.5),  # listed first, sorts last
+        ("s", 2, "retina_unet", 100, 0, 0.8),  # no retina_net in this cell, sorted before the others
+        ("t", 2, "retina_unet", 100, 0, 0.6), ("t", 2, "retina_net", 100, 0, 0.5),
+        ("t", 2, "retina_unet", 100, 0, 0.0),  # a repeated (seed, model): the first value counts
+        ("t", 2, "retina_unet", 20, 1, 0.7), ("t", 2, "retina_net", 20, 1, 0.4),
+    ])
+    per_seed, summ = paired_differences(df)
+    assert list(zip(per_seed.task, per_seed.dim, per_seed.n_train)) == [("t", 2, 20), ("t", 2, 100), ("t", 3, 20)]
+    assert per_seed["diff"].tolist() == pytest.approx([0.3, 0.1, 0.4])
+    assert list(zip(summ.task, summ.dim, summ.n_train)) == [("t", 2, 20), ("t", 2, 100), ("t", 3, 20)]
+    empty_seed, _ = paired_differences(df[df.model != "retina_net"])
+    assert list(empty_seed.columns) == ["task", "dim", "n_train", "seed", "diff"]
