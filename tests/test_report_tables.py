@@ -197,3 +197,13 @@ def test_paired_differences_sorted_by_cell_first_value_per_seed_and_skipping_cel
     assert list(zip(summ.task, summ.dim, summ.n_train)) == [("t", 2, 20), ("t", 2, 100), ("t", 3, 20)]
     empty_seed, _ = paired_differences(df[df.model != "retina_net"])
     assert list(empty_seed.columns) == ["task", "dim", "n_train", "seed", "diff"]
+
+
+def test_t_interval_computes_in_float64_for_float32_inputs():
+    import numpy as np
+
+    x32 = np.array([0.1, 0.2, 0.4], dtype=np.float32)  # e.g. mAPs read back as float32
+    exact = [float(v) for v in x32]  # 0.10000000149, 0.20000000298, 0.40000000596
+    mean, lo, hi, n = t_interval(x32)
+    assert n == 3 and mean == pytest.approx(sum(exact) / 3, rel=0, abs=1e-15)
+    assert mean != float(np.float32(sum(exact) / 3))  # what a float32 mean would give

@@ -315,3 +315,124 @@ def test_no_gain_text_with_two_seeds_names_the_excluded_gains():
     assert f.ours.endswith(f"gains above {0.05 + T975_1 * 0.05:+.3f} excluded")
     one = frame(rs[:1] + rs[2:3])
     assert finding(one, "mask_loss", "donuts_shape").ours == "mask_rcnn - faster_rcnn_plus n=20: 0.000 (1 seeds)"
+
+
+def test_estimate_of_drops_missing_values():
+    est = Estimate.of([0.1, None, math.nan, 0.3])
+    assert (est.n, est.mean) == (2, pytest.approx(0.2)) and est.sd == pytest.approx(math.sqrt(0.02))
+    assert est.text() == f"0.200 [{0.2 - T975_1 * 0.1:.3f}, {0.2 + T975_1 * 0.1:.3f}] (2 seeds)"
+    one = Estimate.of([0.5])
+    assert one.n == 1 and one.mean == 0.5 and math.isnan(one.sd) and math.isnan(one.lo)
+    assert one.text() == "0.500 (1 seeds)"
+
+
+def test_check_findings_lists_every_claim_per_task_and_dim_in_order():
+    donuts = ["seg_best", "lead_grows", "collapse", "mask_loss", "unet_two_stage_level"]
+    circles = ["no_gain_scale", "two_stage_best", "mask_loss", "unet_two_stage_level"]
+    got = [(f.where, f.key) for f in check_findings(frame([]))]
+    assert got == ([("donuts_shape 2D", k) for k in donuts] + [("donuts_pattern 2D", k) for k in donuts]
+                   + [("circles_scale 2D", k) for k in circles])
+    # 3D rows are checked apart from 2D rows, 2D first
+    rs = [(t, d, m, n, s, v) for (t, d, m, n, s, v) in rows("circles_scale", {("mask_rcnn", 20): (0.5, 0.0),
+                                                                               ("faster_rcnn_plus", 20): (0.5, 0.0)})]
+    rs3 = [(t, 3, m, n, s, v) for (t, _, m, n, s, v) in rs]
+    found = check_findings(frame(rs3 + [("donuts_shape", 2, "retina_net", 20, 0, 0.1)]))
+    assert [f.where for f in found][::14] == ["donuts_shape 2D", "donuts_shape 3D"] and len(found) == 28
+    verdicts = {(f.where, f.key): f.verdict for f in found}
+    assert verdicts["circles_scale 3D", "mask_loss"] == SUPPORTED
+    assert verdicts["circles_scale 2D", "mask_loss"] == NOT_MEASURED
+
+
+def test_lead_grows_compares_the_smallest_with_the_largest_size():
+    rs = rows("donuts_shape", {("retina_unet", 1000): (0.8, 0.0), ("retina_net", 1000): (0.8, 0.0),
+                               ("retina_unet", 100): (0.9, 0.0), ("retina_net", 100): (0.5, 0.0),
+                               ("retina_unet", 20): (0.7, 0.01), ("retina_net", 20): (0.5, 0.0)})
+    f = finding(frame(rs), "lead_grows", "donuts_shape")
+    # lead at 20: 0.2, at 1000: 0.0 (the 0.4 at 100 plays no part)
+    assert f.parts[0].label == "n=20 vs n=1000" and f.parts[0].est.mean == pytest.approx(0.2)
+    assert f.parts[0].threshold == 0.0 and f.verdict == SUPPORTED
+    assert f.ours.startswith("lead at n=20 minus at n=1000: 0.200 [0.182, 0.218] (4 seeds) (lead n=20: 0.200 [")
+    assert "; n=1000: 0.000 [0.000, 0.000] (4 seeds))" in f.ours
+    assert {c[3] for c in f.cells} == {20, 1000} and {c[2] for c in f.cells} == {"retina_unet", "retina_net"}
+
+
+def test_collapse_texts_parts_and_sizes_of_the_non_seg_models():
+    rs = rows("donuts_pattern", {("retina_net", 1000): (0.8, 0.0), ("retina_net", 100): (0.3, 0.0),
+                                 ("retina_net", 20): (0.2, 0.01),
+                                 ("mask_rcnn", 1000): (0.9, 0.0), ("mask_rcnn", 20): (0.85, 0.01),
+                                 ("retina_unet", 5): (0.9, 0.0)})  # a seg model's size is not the smallest
+    f = finding(frame(rs), "collapse", "donuts_pattern")
+    # per seed: retina_net 0.2 +- 0.01 - 0.8/2 = -0.2; mask_rcnn 0.85 +- 0.01 - 0.45 = 0.4; half-width 1.8373 * 0.01
+    assert f.ours == ("retina_net: mAP n=20 0.200 vs n=1000 0.800; mAP(small) - mAP(large)/2 -0.200 [-0.218, -0.182] "
+                      "(4 seeds); mask_rcnn: mAP n=20 0.850 vs n=1000 0.900; mAP(small) - mAP(large)/2 0.400 "
+                      "[0.382, 0.418] (4 seeds)")
+    assert [(p.label, p.verdict, p.threshold) for p in f.parts] == [("retina_net", SUPPORTED, 0.0),
+                                                                    ("mask_rcnn", CONTRADICTED, 0.0)]
+    assert f.verdict == CONTRADICTED
+    assert f.cells == {("donuts_pattern", 2, m, n) for m in ("retina_net", "mask_rcnn") for n in (20, 1000)}
+    assert f.paper == "models without segmentation supervision essentially collapse at the smallest size"
+    assert f.rule == "per non-seg model and seed: mAP(smallest) - mAP(largest)/2; 95% CI < 0 for every such model"
+    one_size = rows("donuts_pattern", {("retina_net", 20): (0.2, 0.01), ("retina_unet", 1000): (0.9, 0.0)})
+    nm = finding(frame(one_size), "collapse", "donuts_pattern")
+    assert nm.verdict == NOT_MEASURED and nm.ours == "needs a non-seg model at >= 2 training sizes"
+    assert nm.paper == f.paper and nm.rule == f.rule
+
+
+def test_no_gain_on_scale_parts_texts_and_cells():
+    rs = rows("circles_scale", {("retina_unet", 1000): (0.7, 0.0), ("retina_net", 1000): (0.7, 0.0),
+                                ("retina_unet", 20): (0.5, 0.0), ("retina_net", 20): (0.5, 0.0),
+                                ("ufrcnn_plus", 20): (0.6, 0.0), ("faster_rcnn_plus", 20): (0.6, 0.0),
+                                ("detunet", 20): (0.1, 0.0)})
+    f = finding(frame(rs), "no_gain_scale", "circles_scale")
+    labels = ["retina_unet - retina_net n=1000", "retina_unet - retina_net n=20", "ufrcnn_plus - faster_rcnn_plus n=20"]
+    assert [p.label for p in f.parts] == labels and {p.threshold for p in f.parts} == {0.02}
+    assert f.verdict == SUPPORTED  # every difference is 0 with no spread: upper bounds 0 < 0.02
+    assert f.ours == "; ".join(f"{lab}: 0.000 [0.000, 0.000] (4 seeds), gains above +0.000 excluded" for lab in labels)
+    assert f.cells == {("circles_scale", 2, m, n) for m, n in [("retina_unet", 1000), ("retina_net", 1000),
+                                                               ("retina_unet", 20), ("retina_net", 20),
+                                                               ("ufrcnn_plus", 20), ("faster_rcnn_plus", 20)]}
+    assert f.paper == "segmentation supervision brings no gain"
+    assert f.rule == ("Retina U-Net - Retina Net and U-FRCNN+ - Faster R-CNN+, per size, paired by seed: upper 95% "
+                      "bound < 0.02 (supported) / lower bound > 0.02 (contradicted)")
+    nm = finding(frame(rows("circles_scale", {("retina_unet", 20): (0.5, 0.0)})), "no_gain_scale", "circles_scale")
+    assert nm.ours == "needs Retina U-Net and Retina Net (or U-FRCNN+ and Faster R-CNN+)" and nm.rule == f.rule
+    assert nm.paper == f.paper
+
+
+def test_mask_loss_at_the_smallest_size_both_models_ran():
+    rs = rows("donuts_shape", {("mask_rcnn", 1000): (0.7, 0.0), ("faster_rcnn_plus", 1000): (0.7, 0.0),
+                               ("mask_rcnn", 100): (0.6, 0.0), ("faster_rcnn_plus", 100): (0.6, 0.0),
+                               ("mask_rcnn", 20): (0.9, 0.0)})  # Faster R-CNN+ did not run at 20
+    f = finding(frame(rs), "mask_loss", "donuts_shape")
+    assert [(p.label, p.threshold) for p in f.parts] == [("mask_rcnn - faster_rcnn_plus n=100", 0.02)]
+    assert f.verdict == SUPPORTED
+    assert f.cells == {("donuts_shape", 2, m, 100) for m in ("mask_rcnn", "faster_rcnn_plus")}
+    assert f.paper == "Mask R-CNN's mask loss brings no gain over Faster R-CNN+ with little data"
+    assert f.rule == ("Mask R-CNN - Faster R-CNN+ at the smallest size both ran, paired by seed: upper 95% bound "
+                      "< 0.02")
+    assert f.parts[0].est.mean == pytest.approx(0.0) and f.parts[0].est.n == 4
+    nm = finding(frame(rs[-4:]), "mask_loss", "donuts_shape")
+    assert nm.ours == "needs Mask R-CNN and Faster R-CNN+" and nm.paper == f.paper and nm.rule == f.rule
+    # Faster R-CNN+ ran at a size Mask R-CNN did not: that size is not "both ran" either
+    rs2 = rows("donuts_shape", {("mask_rcnn", 100): (0.6, 0.0), ("faster_rcnn_plus", 100): (0.6, 0.0),
+                                ("faster_rcnn_plus", 20): (0.5, 0.0), ("retina_net", 10): (0.5, 0.0)})
+    assert [p.label for p in finding(frame(rs2), "mask_loss", "donuts_shape").parts] == [
+        "mask_rcnn - faster_rcnn_plus n=100"]
+
+
+def test_retina_unet_two_stage_level_texts_and_parts():
+    rs = rows("donuts_shape", {("retina_unet", 1000): (0.7, 0.01), ("retina_unet", 20): (0.5, 0.01),
+                               ("mask_rcnn", 1000): (0.7, 0.0), ("mask_rcnn", 20): (0.5, 0.0),
+                               ("retina_net", 20): (0.9, 0.0)})  # a one-stage model is not compared
+    f = finding(frame(rs), "unet_two_stage_level", "donuts_shape")
+    p = f.parts[0]
+    assert (p.label, p.threshold, p.verdict) == ("mean over sizes", -0.02, SUPPORTED)
+    assert f.ours.startswith("mean over sizes 0.000 [-0.018, 0.018] (4 seeds), losses beyond -0.018 excluded. "
+                             "n=1000: retina_unet - mask_rcnn 0.000 [")
+    assert "; n=20: retina_unet - mask_rcnn" in f.ours
+    assert f.cells == {("donuts_shape", 2, m, n) for m in ("retina_unet", "mask_rcnn") for n in (20, 1000)}
+    assert f.paper == "Retina U-Net reaches the level of the two-stage detectors"
+    assert f.rule == ("per seed, mean over sizes of (Retina U-Net - best two-stage model); lower 95% bound > -0.02 "
+                      "(supported) / upper bound < -0.02 (contradicted)")
+    nm = finding(frame(rs[-4:]), "unet_two_stage_level", "donuts_shape")
+    assert nm.ours == "needs Retina U-Net and a two-stage model" and nm.paper == f.paper and nm.rule == f.rule
