@@ -118,6 +118,17 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"tables\.x_(summarise|paired_differences)__", r"\.groupby\(\[.*\], \):", "groupby sorts by default: "
      "dropping sort=True changes nothing"),
     (r"tables\.x_result_rows__", r'res\.get\("resumed", (None)?\)\)', "bool(None) is False, like the default"),
+    # training_resume (checkpoint.py, engine.py)
+    (r"training\.checkpoint\.x_load_checkpoint__", r"weights_only=None|map_location=map_location, \)",
+     "torch >= 2.6 (here 2.14) loads with weights_only=True by default, and None means the default"),
+    (r"training\.engine\.", r"resolve_device\(None\)|\.to\(None|images\.to\(device, \)|non_blocking=False|"
+     r"images\.to\(non_blocking|next_batch\(\), None\)|map_location=None|load_checkpoint\(path, \)",
+     "on the CPU-only test machine every tensor is on the CPU already: the device / non_blocking / "
+     "map_location argument changes nothing (it matters only with CUDA)"),
+    (r"training\.engine\.x.Trainer.try_resume__", r"cuda", "restores the CUDA RNG state: no CUDA on the test "
+     "machine (the saved cuda_rng is None and torch.cuda.is_available() is False)"),
+    (r"training\.engine\.x.Trainer.state__", r"is_available\(\)\) and False", "no CUDA on the test machine: "
+     "cuda_rng is None either way"),
 ]
 
 # mutmut's exit-code statuses that count as killed / as not tested
@@ -220,13 +231,17 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
             (dest / n).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / n, dest / n)
     survivors = sorted(k for k, s in _statuses(dest).items() if s not in KILLED | SKIPPED | NOT_RUN)
+    diffs = _diffs(dest, survivors)
+    todo = [k for k in survivors if not _equivalent(k, diffs[k])]  # judged equivalent: no test can kill them
+    info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
+            "commit": _commit()}
+    (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
     t0 = time.perf_counter()
-    log = _mutmut(dest, "run", "--max-children", str(max_children), *survivors, check=False)
-    seconds = time.perf_counter() - t0
+    log = _mutmut(dest, "run", "--max-children", str(max_children), *todo, check=False) if todo else ""
+    info.update(seconds=time.perf_counter() - t0, complete=True)
     (dest / "mutmut-rerun.log").write_text(log)
-    (dest / "rerun.json").write_text(json.dumps({"survivors": len(survivors), "seconds": seconds,
-                                                 "commit": _commit()}))
-    return len(survivors), seconds
+    (dest / "rerun.json").write_text(json.dumps(info))
+    return len(todo), info["seconds"]
 
 
 def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse: bool = False,
@@ -328,9 +343,12 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
-        *([f"- the full run's {res['rerun']['survivors']} survivors were then re-tested with the tests as at "
-            f"{res['rerun']['commit']} (`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}): "
-            "tests were only added since, so every mutant killed in the full run stays killed"]
+        *([f"- the full run's survivors not judged equivalent ({res['rerun'].get('retested')} of "
+            f"{res['rerun']['survivors']}) were then re-tested with the tests as at {res['rerun']['commit']} "
+            f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
+            + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
+               "still count as survivors") + "): tests were only added since, so every mutant killed in the "
+            "full run stays killed"]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
             "were not run and are left out of the figures"] if res.get("not_run") else []),
