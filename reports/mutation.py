@@ -348,7 +348,7 @@ def write_group(res: dict) -> None:
             f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
                "still count as survivors") + "): tests were only added since, so every mutant killed in the "
-            "full run stays killed"]
+            "full run stays killed" + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
             "were not run and are left out of the figures"] if res.get("not_run") else []),

@@ -354,6 +354,8 @@ def test_lead_grows_compares_the_smallest_with_the_largest_size():
     assert f.ours.startswith("lead at n=20 minus at n=1000: 0.200 [0.182, 0.218] (4 seeds) (lead n=20: 0.200 [")
     assert "; n=1000: 0.000 [0.000, 0.000] (4 seeds))" in f.ours
     assert {c[3] for c in f.cells} == {20, 1000} and {c[2] for c in f.cells} == {"retina_unet", "retina_net"}
+    assert f.paper == "the lead of the seg-supervised models grows as the training set shrinks"
+    assert f.rule == "per seed, (best seg - best non-seg) at the smallest size minus at the largest; 95% CI > 0"
 
 
 def test_collapse_texts_parts_and_sizes_of_the_non_seg_models():
