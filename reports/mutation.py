@@ -16,6 +16,7 @@ Usage::
     python -m reports.mutation                       # every group
     python -m reports.mutation inference evaluation  # some groups
     python -m reports.mutation --list                # the groups, their modules and tests
+    python -m reports.mutation GROUP --rerun-survivors  # after adding tests: re-test the survivors only
 
 Hypothesis runs its "mutation" profile (tests/conftest.py: few, derandomised examples), so each
 mutant sees the same examples and a run stays tractable on a small machine.
@@ -54,12 +55,33 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["retina_unet/evaluation/export.py", "retina_unet/evaluation/plots.py"],
         ["tests/test_metrics.py", "tests/test_evaluation.py"],
     ),
-    "study_report": (["retina_unet/study/report/*"], ["tests/test_report.py"]),
+    # the statistics and the claims' verdicts, with their fast unit tests (tests/test_report.py's
+    # other tests run whole fake studies and draw figures, seconds each: see study_report_render)
+    "study_report": (
+        ["retina_unet/study/report/tables.py", "retina_unet/study/report/findings.py"],
+        ["tests/test_study_findings.py", "tests/test_report_tables.py",
+         "tests/test_report.py::test_t_interval_on_a_hand_case",
+         "tests/test_report.py::test_paired_difference_pairs_by_seed_only"],
+    ),
+    # writing the report and its figures: ~1900 mutants, each rerunning 3-6 s end-to-end tests
+    # (hours on a 2-core machine); run it on a bigger machine
+    "study_report_render": (
+        ["retina_unet/study/report/__init__.py", "retina_unet/study/report/figures.py"],
+        ["tests/test_report.py"],
+    ),
     "training_resume": (
         ["retina_unet/training/checkpoint.py", "retina_unet/training/engine.py"],
         ["tests/test_training.py"],
     ),
-    "toy_data": (["toy_data/*"], ["tests/test_toy_data.py", "tests/test_toy_data_storage.py"]),
+    # generation (the pixel maths) and its spec; the file format, CLI and previews separately
+    "toy_data": (
+        [f"toy_data/{m}.py" for m in ("generate", "spec", "palette", "reference")],
+        ["tests/test_toy_data.py"],
+    ),
+    "toy_data_io": (
+        [f"toy_data/{m}.py" for m in ("storage", "cli", "preview")],
+        ["tests/test_toy_data_storage.py"],
+    ),
 }
 
 # Survivors judged equivalent (no test can tell them apart from the original), as (mutant-name
@@ -68,7 +90,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 EQUIVALENT: list[tuple[str, str, str]] = [
     (r"predictor\.x__nms__", r".", "unreachable: the pure-PyTorch NMS fallback runs only when "
      "retina_unet.ops has no `nms`, and it always has (dead code)"),
-    (r".", r"device=None|\.to\(None\)\)$|, \)\)$|, \) for m, p in members", "on the CPU-only test machine, the device argument "
+    (r"^retina_unet\.inference\.", r"device=None|\.to\(None\)\)$|, \)\)$|, \) for m, p in members", "on the CPU-only test machine, the device argument "
      "changes nothing (it matters only for CUDA tensors)"),
     (r"_merge__", r"torch\.full\(.*(dtype=None|\), m, device|\), cls, device)", "torch.full with an int fill "
      "value already makes int64"),
@@ -79,6 +101,34 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"tta\.x_mirror_views__", r"len\(axes\) \+ 2", "combinations longer than the axes are empty"),
     (r"wbc\.x_weighted_box_clustering__", r"\.to\(None\)$", "dtype only: float64 inputs stay float64; "
      "float32 inputs differ below float32 output precision; int member ids stay integers"),
+    # study_report (tables.py, findings.py)
+    (r"findings\.x_(directional|bounded)_verdict__", r"if (sign|side) >= 0 else", "sign / side is always +1 or "
+     "-1 (every caller, and the docstring): `>= 0` and `> 0` agree"),
+    (r"findings\.x__(collapse|group_best|lead_grows|mask_loss|no_gain_scale|unet_two_stage_level)__",
+     r"_verdict\(est, [+-]2\)", "the verdicts only compare sign / side with 0: +-2 acts as +-1"),
+    (r"findings\.x_min_detectable__", r"if k < 2 and math\.isnan\(sd\)", "for k < 2, t.ppf with k - 1 <= 0 "
+     "degrees of freedom is NaN, so the formula returns NaN as the guard does"),
+    (r"findings\.x_seeds_needed__", r"isnan\(sd\) and math\.isnan\(gap\)|range\(MAX_SEEDS_PLANNED \+ 1\)",
+     "a NaN sd or gap, or k < 2, makes every `min_detectable(sd, k) <= abs(gap)` false: the loop returns None anyway"),
+    (r"findings\.x__group_lead__", r"if a is None and b is None", "with only one group at a size, the per-seed "
+     "difference against the missing model is empty and `if len(d)` skips the size"),
+    (r"findings\.x__cells__", r"itertuples\(index=None\)", "index=None is falsy, like index=False"),
+    (r"findings\.x.Estimate.of__", r"if \(n >= 2\) or True", "pandas' sample std of fewer than 2 values is "
+     "NaN already"),
+    (r"tables\.x_(summarise|paired_differences)__", r"\.groupby\(\[.*\], \):", "groupby sorts by default: "
+     "dropping sort=True changes nothing"),
+    (r"tables\.x_result_rows__", r'res\.get\("resumed", (None)?\)\)', "bool(None) is False, like the default"),
+    # training_resume (checkpoint.py, engine.py)
+    (r"training\.checkpoint\.x_load_checkpoint__", r"weights_only=None|map_location=map_location, \)",
+     "torch >= 2.6 (here 2.14) loads with weights_only=True by default, and None means the default"),
+    (r"training\.engine\.", r"resolve_device\(None\)|\.to\(None|images\.to\(device, \)|non_blocking=False|"
+     r"images\.to\(non_blocking|next_batch\(\), None\)|map_location=None|load_checkpoint\(path, \)",
+     "on the CPU-only test machine every tensor is on the CPU already: the device / non_blocking / "
+     "map_location argument changes nothing (it matters only with CUDA)"),
+    (r"training\.engine\.x.Trainer.try_resume__", r"cuda", "restores the CUDA RNG state: no CUDA on the test "
+     "machine (the saved cuda_rng is None and torch.cuda.is_available() is False)"),
+    (r"training\.engine\.x.Trainer.state__", r"is_available\(\)\) and False", "no CUDA on the test machine: "
+     "cuda_rng is None either way"),
 ]
 
 # mutmut's exit-code statuses that count as killed / as not tested
@@ -154,13 +204,60 @@ def _diffs(dest: Path, names: list[str]) -> dict[str, str]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse: bool = False) -> dict:
-    """Mutate and test one group (``reuse``: only re-read the results of the last run in its copy)."""
+def _statuses(dest: Path) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    for line in _mutmut(dest, "results", "--all", "true").splitlines():
+        key, sep, status = line.strip().rpartition(": ")
+        if sep and key:
+            statuses[key] = status.strip()
+    return statuses
+
+
+def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
+    """Re-test the last full run's survivors in its copy with the working tree's current tests.
+
+    Sound only when tests were added, not changed, since that run (a killed mutant then stays
+    killed) and the package code is unchanged: the latter is checked here."""
+    if not (dest / "run-seconds.json").is_file():
+        raise RuntimeError(f"{dest}: no finished full run to re-test the survivors of")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    names = [n for n in files.decode().split("\0") if n]
+    changed = [n for n in names if n.startswith(("retina_unet/", "toy_data/")) and (ROOT / n).is_file()
+               and (not (dest / n).is_file() or (dest / n).read_bytes() != (ROOT / n).read_bytes())]
+    if changed:
+        raise RuntimeError(f"package code changed since the last full run ({changed[:5]}): run the group in full")
+    for n in names:
+        if n.startswith("tests/") and (ROOT / n).is_file():
+            (dest / n).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / n, dest / n)
+    survivors = sorted(k for k, s in _statuses(dest).items() if s not in KILLED | SKIPPED | NOT_RUN)
+    diffs = _diffs(dest, survivors)
+    todo = [k for k in survivors if not _equivalent(k, diffs[k])]  # judged equivalent: no test can kill them
+    info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
+            "commit": _commit()}
+    (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
+    t0 = time.perf_counter()
+    log = _mutmut(dest, "run", "--max-children", str(max_children), *todo, check=False) if todo else ""
+    info.update(seconds=time.perf_counter() - t0, complete=True)
+    (dest / "mutmut-rerun.log").write_text(log)
+    (dest / "rerun.json").write_text(json.dumps(info))
+    return len(todo), info["seconds"]
+
+
+def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse: bool = False,
+              rerun_survivors: bool = False) -> dict:
+    """Mutate and test one group (``reuse``: only re-read the results of the last run in its copy;
+    ``rerun_survivors``: re-test only the last run's survivors, with the current tests)."""
     modules, tests = GROUPS[name]
     dest = WORK / (name + (f"@{tests_rev}" if tests_rev else ""))
-    if reuse:
+    rerun = None
+    if rerun_survivors:
+        _rerun_survivors(dest, max_children)
+    if reuse or rerun_survivors:
         timing = dest / "run-seconds.json"  # absent when the run was interrupted
         seconds = json.loads(timing.read_text()) if timing.is_file() else None
+        if (dest / "rerun.json").is_file():  # the last word on this copy was a re-test of survivors
+            rerun = json.loads((dest / "rerun.json").read_text())
     else:
         _copy_repo(dest, tests_rev)
         _configure(dest, modules, tests)
@@ -169,11 +266,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         seconds = time.perf_counter() - t0
         (dest / "mutmut-run.log").write_text(log)
         (dest / "run-seconds.json").write_text(json.dumps(seconds))
-    statuses: dict[str, str] = {}
-    for line in _mutmut(dest, "results", "--all", "true").splitlines():
-        key, sep, status = line.strip().rpartition(": ")
-        if sep and key:
-            statuses[key] = status.strip()
+    statuses = _statuses(dest)
     if not statuses:
         raise RuntimeError(f"mutmut produced no results for {name}; see {dest / 'mutmut-run.log'}")
     survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
@@ -210,6 +303,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "commit": _commit(),
         "tests_rev": tests_rev,
         "command": f"python -m reports.mutation {name}" + (f" --tests-rev {tests_rev}" if tests_rev else ""),
+        "rerun": rerun,
         "env": {"python": platform.python_version(), "mutmut": _mutmut_version(), "cpus": os.cpu_count()},
     }
 
@@ -249,6 +343,13 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
+        *([f"- the full run's survivors not judged equivalent ({res['rerun'].get('retested')} of "
+            f"{res['rerun']['survivors']}) were then re-tested with the tests as at {res['rerun']['commit']} "
+            f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
+            + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
+               "still count as survivors") + "): tests were only added since, so every mutant killed in the "
+            "full run stays killed" + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
+          if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
             "were not run and are left out of the figures"] if res.get("not_run") else []),
         f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
@@ -309,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests-rev", help="use tests/ as at this git revision (score of older tests); "
                     "results go to <group>@<rev>.md/.json, not into the summary")
     ap.add_argument("--reuse", action="store_true", help="re-read the last run's results (no new run)")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="re-test only the last full run's survivors in its copy, with the working tree's tests "
+                    "(after adding tests; refused when the package code changed since that run)")
     args = ap.parse_args(argv)
     if args.list:
         for name, (mods, tests) in GROUPS.items():
@@ -319,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown group(s) {unknown}: expected some of {', '.join(GROUPS)}")
     for name in args.groups or list(GROUPS):
         print(f"[mutation] {name} ...", flush=True)
-        res = run_group(name, args.max_children, args.tests_rev, args.reuse)
+        res = run_group(name, args.max_children, args.tests_rev, args.reuse, args.rerun_survivors)
         write_group(res)
         if not args.tests_rev:
             write_summary()

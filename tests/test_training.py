@@ -435,3 +435,252 @@ def test_val_from_epoch_validates_late_epochs_only(tmp_path, monkeypatch, val_fr
 def test_val_from_epoch_must_be_positive():
     with pytest.raises(ValueError, match="val_from_epoch"):
         TrainConfig(**{**TINY, "val_from_epoch": 0})
+
+
+# --- checkpoint errors, the optimizer choice, the trainer's wiring of its config ----------------
+
+
+class _Foreign:
+    """Not a tensor or plain container: a checkpoint holding it must not be unpickled."""
+
+
+def test_load_checkpoint_missing_file_and_map_location(tmp_path):
+    import re
+
+    missing = tmp_path / "none.pt"
+    with pytest.raises(FileNotFoundError, match=rf"^checkpoint: no file at {re.escape(str(missing))}$"):
+        load_checkpoint(missing)
+    save_checkpoint({"t": torch.ones(2)}, tmp_path / "t.pt")
+    assert load_checkpoint(tmp_path / "t.pt", map_location="meta")["t"].device.type == "meta"
+    assert load_checkpoint(tmp_path / "t.pt")["t"].device.type == "cpu"
+
+
+def test_load_checkpoint_refuses_arbitrary_objects(tmp_path):
+    from retina_unet.training.checkpoint import CheckpointError
+
+    torch.save({"obj": _Foreign()}, tmp_path / "foreign.pt")  # a plain pickle, loadable with weights_only=False
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_load_checkpoint_error_names_the_file_and_the_first_line_of_the_cause(tmp_path, monkeypatch):
+    from retina_unet.training.checkpoint import CheckpointError
+
+    path = tmp_path / "x.pt"
+    save_checkpoint({"v": 1}, path)
+
+    def raising(exc):
+        def load(*args, **kwargs):
+            raise exc
+        return load
+
+    monkeypatch.setattr(torch, "load", raising(ValueError("first line\nsecond line")))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == (f"checkpoint: {path} cannot be read (first line); it is damaged, truncated or not a "
+                              "checkpoint written by `retina-unet train`")
+    assert isinstance(err.value.__cause__, ValueError)
+    monkeypatch.setattr(torch, "load", raising(KeyError()))  # no text: the exception's type is named
+    with pytest.raises(CheckpointError, match=r"cannot be read \(KeyError\); it is damaged"):
+        load_checkpoint(path)
+    monkeypatch.setattr(torch, "load", raising(OSError("x" * 200)))  # a long first line: 160 characters kept
+    with pytest.raises(CheckpointError, match=r"cannot be read \(" + "x" * 160 + r"\); it is damaged"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                       ("sgd", torch.optim.SGD)])
+def test_make_optimizer_uses_the_configured_kind_rate_and_decay(name, cls):
+    from retina_unet.training.engine import make_optimizer
+
+    cfg = TrainConfig(**{**TINY, "optimizer": name, "lr": 0.003, "weight_decay": 0.25})
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = make_optimizer(cfg, [p])
+    assert type(opt) is cls
+    (group,) = opt.param_groups
+    assert group["params"][0] is p and len(group["params"]) == 1
+    assert (group["lr"], group["weight_decay"]) == (0.003, 0.25)
+    if name == "sgd":
+        assert group["momentum"] == 0.9
+
+
+class _NoMasks(TinySegDetector):
+    needs_masks = False
+    has_segmentation = False
+
+
+class _SegOnly(TinySegDetector):
+    needs_masks = False
+    has_segmentation = True
+
+
+class _Bare(torch.nn.Module):  # states neither attribute
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 1)
+
+
+class _NoMasksOnly(_Bare):  # states needs_masks only
+    needs_masks = False
+
+
+@pytest.mark.parametrize("model_cls, want", [(TinySegDetector, True), (_NoMasks, False), (_SegOnly, True),
+                                             (_Bare, True), (_NoMasksOnly, False)])
+def test_sampler_draws_masks_when_the_model_needs_them_or_segments(tmp_path, model_cls, want):
+    assert _trainer(tmp_path, model_cls=model_cls).sampler.with_masks is want
+
+
+def test_trainer_passes_its_config_to_the_sampler_and_the_validation_subset(tmp_path):
+    t = _trainer(tmp_path, "a", class_balanced=False, patch_size=(8, 8), patch_fg_prob=0.25, seed=3, val_subset=2)
+    s = t.sampler
+    assert s.by_class == [] and s.patch.tolist() == [8, 8] and s.fg_prob == 0.25
+    same = BatchSampler(fake_split(12), range(8), 2, 2, seed=3)
+    assert torch.equal(s.generator.get_state(), same.generator.get_state())
+    assert t.val_indices == [0, 1]
+    assert _trainer(tmp_path, "b", val_subset=10).val_indices == list(range(6))  # 6 validation images
+    assert len(_trainer(tmp_path, "c").sampler.by_class) == 2  # class-balanced by default: classes 1 and 2
+    cfg = TrainConfig(**TINY)
+    assert Trainer(cfg, TinySegDetector(), fake_split(12), fake_split(6), range(8), 2, tmp_path / "d").progress is True
+
+
+def test_try_resume_without_a_resume_state(tmp_path):
+    from retina_unet.training.checkpoint import CheckpointError
+
+    t = _trainer(tmp_path, "fresh")
+    assert t.try_resume() is False and t.epoch == 0
+    out = tmp_path / "fresh"
+    out.mkdir(exist_ok=True)
+    for bad in ([1, 2], {"config": {}, "model": {}}):
+        save_checkpoint(bad, out / "last.pt")
+        with pytest.raises(CheckpointError) as err:
+            t.try_resume()
+        assert str(err.value) == (
+            f"checkpoint: {out / 'last.pt'} is not a resume state (no model/optimizer/sampler); cannot resume the run "
+            f"in {out}: start over with --no-resume (train_and_evaluate(resume=False)) or delete {out / 'last.pt'}")
+    # the four keys are enough to get to the config check
+    save_checkpoint({"config": {}, "model": {}, "optimizer": {}, "sampler": {}}, out / "last.pt")
+    with pytest.raises(ValueError, match="different config") as err:
+        t.try_resume()
+    assert type(err.value) is ValueError
+
+
+def test_resume_refusal_names_the_changed_field_with_both_values(tmp_path):
+    _trainer(tmp_path, "r").fit(stop_after=1)
+    with pytest.raises(ValueError, match=r"\(saved, now\): \{'lr': \(0\.01, 0\.5\)\}; use a fresh out_dir"):
+        _trainer(tmp_path, "r", lr=0.5).try_resume()
+
+
+def test_a_resumed_run_records_its_new_test_time_settings(tmp_path):
+    _trainer(tmp_path, "t", epochs=2).fit(stop_after=1)
+    t = _trainer(tmp_path, "t", epochs=2, tta=False)
+    assert t.try_resume()
+    t.fit()
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["config"]["tta"] is False
+
+
+def test_fmt_of_validation_map():
+    from retina_unet.training.engine import _fmt
+
+    assert _fmt(None) == "n/a" and _fmt(float("nan")) == "n/a"
+    assert _fmt(0.12345) == "0.123" and _fmt(1) == "1.000"
+
+
+def test_each_step_trains_at_the_scheduled_rate(tmp_path):
+    """The cosine schedule reaches the optimizer (not only the recorded curve): its last step runs at
+    learning_rate(cfg, last step), and each epoch records the rate of its own last step."""
+    t = _trainer(tmp_path, "lr", lr_schedule="cosine")
+    seen = []
+    step = t.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append(t.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    t.optimizer.step = recording_step
+    t.fit()
+    bpe = t.cfg.batches_per_epoch
+    assert seen == pytest.approx([learning_rate(t.cfg, s) for s in range(t.cfg.epochs * bpe)])
+    assert [h["lr"] for h in t.history] == pytest.approx([learning_rate(t.cfg, e * bpe - 1) for e in (1, 2, 3)])
+    assert seen[0] == pytest.approx(1e-2) and seen[-1] < seen[0]
+
+
+def test_gradient_clipping_reaches_the_update(tmp_path):
+    """Adam with gradients clipped to norm 1e-12: its eps (1e-8) dominates, so the weights barely move."""
+    def moved(**over):
+        t = _trainer(tmp_path, f"clip{len(over)}", epochs=1, **over)
+        before = [p.detach().clone() for p in t.model.parameters()]
+        t.fit()
+        return max(float((p.detach() - b).abs().max()) for p, b in zip(t.model.parameters(), before, strict=True))
+
+    assert moved() > 1e-3
+    assert moved(grad_clip=1e-12) < 1e-5
+
+
+def test_a_non_finite_loss_stops_training_with_the_losses(tmp_path):
+    class NanLoss(TinySegDetector):
+        def losses(self, images, targets):
+            x = self.net(images).sum() * float("nan")
+            return {"loss": x, "ce": torch.tensor(2.5)}
+
+    t = _trainer(tmp_path, "nan", model_cls=NanLoss)
+    with pytest.raises(FloatingPointError, match=r"^epoch 1: non-finite loss nan \(\{'loss': nan, 'ce': 2\.5\}\)$"):
+        t.fit()
+
+
+def test_fit_stops_after_the_asked_epochs_and_tracks_each(tmp_path):
+    import csv
+
+    t = _trainer(tmp_path, "stop")
+    t.fit(stop_after=2)
+    assert t.epoch == 2 and t._tracker is None
+    rows = list(csv.DictReader((tmp_path / "stop" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for r, h in zip(rows, t.history, strict=True):  # data time: a part of the epoch's training time
+        assert 0.0 <= float(r["data_s"]) <= h["train_s"] + 1e-6
+
+
+def test_the_training_bar_is_labelled_and_shown_only_with_progress(tmp_path, monkeypatch):
+    from retina_unet.training import engine
+
+    made = []
+    real = engine.tqdm
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **{**kwargs, "disable": True})
+
+    spy.write = lambda *a, **k: made.append({"write": a[0]})
+    monkeypatch.setattr(engine, "tqdm", spy)
+    t = _trainer(tmp_path, "bar", epochs=2, batches_per_epoch=2)
+    t.progress = True
+    t.fit(stop_after=1)
+    bar = [k for k in made if "desc" in k][0]
+    assert bar == {"total": 2, "desc": "epoch 1/2", "disable": False, "leave": False}
+    assert any(k.get("write", "").startswith("epoch 1: loss ") for k in made)
+    made.clear()
+    t.progress = False
+    t.fit(stop_after=1)
+    assert [k for k in made if "desc" in k][0]["disable"] is True
+    assert not any("write" in k for k in made)
+
+
+def test_autocast_only_on_cuda_with_amp(tmp_path):
+    import contextlib
+    import warnings
+
+    t = _trainer(tmp_path, "amp")  # amp on (default), device cpu
+    assert t.cfg.amp and isinstance(t._autocast(), contextlib.nullcontext)
+    t.device = torch.device("cuda")  # as on a GPU machine (nothing is run there)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
+        ac = t._autocast()
+    assert isinstance(ac, torch.autocast) and ac.device == "cuda" and ac.fast_dtype == torch.bfloat16
+    t.cfg = t.cfg.replace(amp=False)
+    assert isinstance(t._autocast(), contextlib.nullcontext)
+
+
+def test_resume_state_names_the_cuda_rng(tmp_path):
+    st = _trainer(tmp_path, "st").state()
+    assert "cuda_rng" in st
+    if not torch.cuda.is_available():
+        assert st["cuda_rng"] is None
