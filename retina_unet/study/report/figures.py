@@ -180,6 +180,23 @@ def _window(image: np.ndarray, gt_box: np.ndarray, min_size: int = 96) -> tuple[
     return top, left, size
 
 
+def _save_palette_png(fig, path: Path, dpi: int) -> Path:
+    """``fig`` as a 256-colour PNG, atomically: the toy images' noise makes an RGBA PNG of the
+    example grid ~1.5 MB; a palette without dithering (deterministic) keeps it under a third."""
+    import io
+
+    from PIL import Image
+
+    from retina_unet.atomic_io import write_bytes_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png", metadata=PNG_METADATA)
+    buf.seek(0)
+    out = io.BytesIO()
+    Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    return write_bytes_atomic(path, out.getvalue())
+
+
 def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, score_floor: float = 0.1) -> tuple[Path | None, str]:
     """A grid: rows = (model, n_train), columns = the first ``n`` test images, GT dashed, predictions solid.
 
@@ -228,7 +245,7 @@ def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, sc
     fig.suptitle(f"crops around the object; the run's stored test predictions; top-3 predictions "
                  f"(score > {score_floor:g})\n{legend()}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80, metadata=PNG_METADATA)
+    _save_palette_png(fig, path, dpi=80)
     plt.close(fig)
     note = f"{len(drawn)} run(s) drawn" + (f"; skipped: {'; '.join(failures)}" if failures else "")
     return path, note
