@@ -138,9 +138,10 @@ def test_anchor_negatives_below_mdt_threshold(d, bg):
 def test_cpu_preset_keeps_its_measured_sampling(d):
     """The cpu preset's documented deviation (docs/models.md, "cpu preset sampling"); paper is MDT's."""
     cpu, paper = model_config(d, "cpu"), model_config(d, "paper")
-    assert (cpu.max_positives, cpu.shem_poolsize, cpu.init) == (None, 20, "he_fan_out")
+    # 3D: negatives drawn uniformly (the mined pool did not learn in 3D: docs/models.md, "3D learning")
+    assert (cpu.max_positives, cpu.shem_poolsize, cpu.init) == (None, 20 if d == 2 else None, "he_fan_out")
     assert cpu.match_bg_iou == (0.3 if d == 2 else 0.1) and (cpu.rpn_batch_size, cpu.roi_batch_size) == (64, 16)
-    assert cpu.mask_rois_per_image == 2 and cpu.channels_last == (d == 2)
+    assert cpu.mask_rois_per_image == 2 and cpu.channels_last
     assert (paper.max_positives, paper.shem_poolsize, paper.init) == (1, 10, "pytorch")
     assert (paper.rpn_batch_size, paper.roi_batch_size, paper.mask_rois_per_image) == (2, 2, None)
     assert not paper.channels_last

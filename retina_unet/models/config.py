@@ -7,7 +7,8 @@
 - "cpu": small enough to train on a 2-core CPU in minutes (blocks (1, 1, 1, 1), 16 filters, FPN 48,
   heads 64 x 2 convs, detection on P3-P5 with base anchors 32/64/128 px x 3 scales, so P3's anchors
   (32, 40, 51 px on a stride-8 grid) bracket the ~39 px toy discs; in 3D 8 filters, FPN 32, detection
-  on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, isotropic strides).
+  on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, isotropic strides,
+  negatives sampled uniformly; channels-last in both).
 - "tiny": for unit tests only.
 Any field can be overridden: ``model_config(2, "cpu", num_classes=3)``. Every setting next to MDT's
 value and the paper's text, and why it differs where it does: ``docs/models.md``.
@@ -229,12 +230,16 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
             roi_positive_fraction=0.33,
             roi_bg_iou=0.5 if d == 2 else 0.3,
         )
-        if d == 2:
-            # oneDNN's CPU convolutions on NHWC: a Retina U-Net train step 1.2-1.5x faster (docs/models.md)
-            base.update(channels_last=True)
+        # oneDNN's CPU convolutions on NHWC / NDHWC: a Retina U-Net train step 1.2-1.5x faster in 2D,
+        # 1.5x in 3D (docs/speed.md)
+        base.update(channels_last=True)
         if d == 3:
             # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 (stride 4) anchors 16 / 20 / 25
             base.update(
+                # negatives drawn uniformly from all of them: with the 20 x count hardest (of ~5,000
+                # anchors per 32^3 patch, where 2D's pool holds a quarter of ~750) Retina Net 3D did
+                # not learn at all (docs/models.md, "3D learning")
+                shem_poolsize=None,
                 start_filters=8,
                 fpn_channels=32,
                 fine_channels=8,
