@@ -365,6 +365,30 @@ def _rpn_inputs(d: int, seed: int):
 
 
 @pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("bg_iou", [0.0, 0.3])
+def test_rpn_losses_equal_per_image_reference(d, bg_iou):
+    """``rpn_bg_iou=0``: images with objects have no negatives, so the images' samples differ in
+    size (a mean over the batch's samples would differ from the mean of the per-image means)."""
+    rpn, obj, deltas, anchors, _, _ = _rpn_inputs(d, 1)
+    rpn.cfg = rpn.cfg.replace(rpn_bg_iou=bg_iou)
+    rpn.matcher = Matcher(rpn.cfg.rpn_fg_iou, bg_iou, low_quality=True)
+    _, targets = random_targets(d, [0, 1, 3, 2], seed=3, duplicate=True)
+    results = []
+    for fn in (rpn._losses, rpn._losses_reference):
+        o, dl = obj.clone().requires_grad_(True), deltas.clone().requires_grad_(True)
+        torch.manual_seed(2)
+        losses = fn(o, dl, anchors, targets)
+        state = torch.get_rng_state()
+        grads = torch.autograd.grad(losses["rpn_class"] + losses["rpn_box"], (o, dl))
+        results.append((losses, state, grads))
+    (fast, s_fast, g_fast), (slow, s_slow, g_slow) = results
+    assert_same_losses(fast, slow)
+    assert torch.equal(s_fast, s_slow)
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("d", [2, 3])
 @pytest.mark.parametrize("training", [True, False])
 def test_proposals_equal_per_image_reference(d, training):
     rpn, obj, deltas, anchors, counts, size = _rpn_inputs(d, 0)
