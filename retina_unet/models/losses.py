@@ -95,6 +95,88 @@ def box_regression_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 
     return F.smooth_l1_loss(pred, target, beta=beta)
 
 
+# --- batched: a whole batch of images at once, one loss per image ---------------------------------
+# The per-image functions above are the reference (tests/test_losses_batched.py): each ``*_batched``
+# returns ``(B,)``, entry b equal (to float32 rounding: sums in another order) to the per-image
+# function on image b. Positives, negatives and the drawn samples are ``(B, A)`` masks; the loss
+# terms are computed on the selected anchors of all images together and summed per image with one
+# ``index_add``, instead of per-image indexing (same gradients: zero outside the selection).
+
+
+@torch.no_grad()
+def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
+    """SHEM hardness ``(...)`` of class logits ``(..., C+1)``: the highest foreground softmax
+    probability, computed as :func:`shem_negatives` does (same values, so the same ranking)."""
+    return F.softmax(logits.float(), dim=-1)[..., 1:].max(dim=-1).values
+
+
+def per_image_sum(values: torch.Tensor, image: torch.Tensor, num_images: int) -> torch.Tensor:
+    """``(num_images,)``: the sum of ``values (N,)`` over the rows of each image (``image (N,)``)."""
+    return values.new_zeros(num_images).index_add(0, image, values)
+
+
+def flat_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices into ``mask.flatten()`` of the True entries of a ``(B, A)`` mask, and their image."""
+    rows = torch.nonzero(mask.flatten()).squeeze(1)
+    return rows, torch.div(rows, mask.shape[1], rounding_mode="floor")
+
+
+def shem_class_loss_batched(
+    logits: torch.Tensor, matches: torch.Tensor, gt_labels: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
+    """:func:`shem_class_loss` per image of a batch: ``(B,)``.
+
+    Args:
+        logits: ``(B, A, C+1)``. matches: ``(B, A)``, positives already capped.
+        gt_labels: ``(B, A)`` the label of each anchor's matched object (read where matches >= 0).
+        negatives: ``(B, A)`` bool, the mined negatives
+            (:func:`retina_unet.models.sampling.sample_anchors_batched`).
+    An image without negatives has the positive term only, one without positives a 0 positive
+    term (in the graph), as per image.
+    """
+    b = matches.shape[0]
+    pos = matches >= 0
+    pos_rows, pos_image = flat_rows(pos)
+    neg_rows, neg_image = flat_rows(negatives)
+    target = torch.cat([gt_labels.flatten()[pos_rows], torch.zeros_like(neg_rows)])
+    ce = F.cross_entropy(logits.flatten(0, 1)[torch.cat([pos_rows, neg_rows])].float(), target, reduction="none")
+    n = pos_rows.shape[0]
+    pos_loss = per_image_sum(ce[:n], pos_image, b) / pos.sum(1).clamp(min=1)
+    neg_loss = per_image_sum(ce[n:], neg_image, b) / negatives.sum(1).clamp(min=1)
+    has_neg = (matches == NEGATIVE).any(dim=1)
+    return torch.where(has_neg, (pos_loss + neg_loss) / 2, pos_loss)
+
+
+def focal_class_loss_batched(
+    logits: torch.Tensor,
+    matches: torch.Tensor,
+    gt_labels: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """:func:`focal_class_loss` per image of a batch: ``(B,)``. ``logits (B, A, C+1)``,
+    ``matches (B, A)``, ``gt_labels (B, A)`` as in :func:`shem_class_loss_batched`. Every
+    non-ignored anchor counts, so this one is dense: a masked sum over all anchors."""
+    keep = matches >= NEGATIVE
+    pos = matches >= 0
+    target = torch.where(pos, gt_labels, 0)
+    # class axis second: the softmax over a short last axis is several times slower on the CPU
+    logp = F.log_softmax(logits.float().transpose(1, 2), dim=1).gather(1, target[:, None]).squeeze(1)
+    w = torch.where(target > 0, alpha, 1 - alpha) * (1 - logp.exp()).pow(gamma)
+    return -torch.where(keep, w * logp, 0.0).sum(1) / pos.sum(1).clamp(min=1)
+
+
+def box_regression_loss_batched(
+    pred: torch.Tensor, target: torch.Tensor, image: torch.Tensor, num_images: int, beta: float = 1.0
+) -> torch.Tensor:
+    """:func:`box_regression_loss` per image of a batch: ``(num_images,)``. ``pred``, ``target``:
+    ``(P, 2*D)``, the positives of all images, ``image (P,)`` theirs; smooth-L1 averaged over each
+    image's coordinates, 0 (in the graph) for an image without positives."""
+    loss = F.smooth_l1_loss(pred, target, reduction="none", beta=beta).sum(1)
+    count = torch.bincount(image, minlength=num_images) * pred.shape[1]
+    return per_image_sum(loss, image, num_images) / count.clamp(min=1)
+
+
 def batch_dice_fg(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
     """Soft batch Dice averaged over the foreground channels 1..K-1 only (MDT ``batch_dice``: "only
     fg dice here"): per channel, sums over batch and space, so a patch without an object gives no

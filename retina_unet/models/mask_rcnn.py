@@ -20,11 +20,11 @@ from retina_unet.models.coder import BoxCoder
 from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
 from retina_unet.models.losses import box_regression_loss
-from retina_unet.models.matcher import Matcher
+from retina_unet.models.matcher import NEGATIVE, PADDING_IOU, Matcher
 from retina_unet.models.postprocess import select_detections_batched
 from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
 from retina_unet.models.rpn import RPN
-from retina_unet.models.sampling import sample_balanced
+from retina_unet.models.sampling import offsets, sample_balanced
 from retina_unet.models.segmentation import SegHead
 from retina_unet.nn.backbone import ResNetFPN, init_weights
 
@@ -83,7 +83,53 @@ class TwoStageDetector(Detector):
         )
 
     def _sample_rois(self, proposals: list[torch.Tensor], targets: Sequence[dict], device) -> tuple:
-        """Per image: RoIs (proposals + ground truth), their class targets, matched gt index (-1 = bg)."""
+        """Per image: RoIs (proposals + ground truth), their class targets, matched gt index (-1 = bg).
+
+        :meth:`_sample_rois_reference` for the whole batch at once (same RoIs in the same order,
+        same random draws): one IoU call (every image's objects against every candidate, other
+        images' pairs masked out), one matching pass, then the two ``randperm`` draws of
+        :func:`sample_balanced` image by image."""
+        cfg = self.cfg
+        b = len(targets)
+        gt = [t["boxes"].to(device=device, dtype=torch.float32) for t in targets]
+        gl = [t["labels"].to(device=device, dtype=torch.int64) for t in targets]
+        sizes = [p.shape[0] + g.shape[0] for p, g in zip(proposals, gt, strict=True)]
+        gt_counts = [g.shape[0] for g in gt]
+        cand = torch.cat([x for p, g in zip(proposals, gt, strict=True) for x in (p, g)])  # image order
+        ids = torch.arange(b, device=device)
+        cand_image = torch.repeat_interleave(ids, torch.tensor(sizes, device=device), output_size=cand.shape[0])
+        gt_start = torch.tensor(offsets(gt_counts), device=device)
+        if sum(gt_counts):
+            gt_image = torch.repeat_interleave(ids, torch.tensor(gt_counts, device=device), output_size=sum(gt_counts))
+            iou = ops.box_iou(torch.cat(gt), cand).masked_fill(gt_image[:, None] != cand_image, PADDING_IOU)
+            m = self.roi_matcher.match_padded(iou[None])[0]  # index into the concatenated objects
+        else:
+            m = torch.full((cand.shape[0],), NEGATIVE, dtype=torch.int64, device=device)
+        pos, neg = m >= 0, m == NEGATIVE
+        npos, nneg = torch.stack(
+            [torch.bincount(cand_image[pos], minlength=b), torch.bincount(cand_image[neg], minlength=b)]
+        ).tolist()
+        source = torch.cat([torch.nonzero(pos).squeeze(1), torch.nonzero(neg).squeeze(1)])
+        pos_start, neg_start = offsets(npos), [sum(npos) + s for s in offsets(nneg)]
+        picks, counts = [], []
+        for i in range(b):  # the draws of sample_balanced, image by image
+            n_pos = min(npos[i], int(cfg.roi_batch_size * cfg.roi_positive_fraction))
+            n_neg = min(nneg[i], cfg.roi_batch_size - n_pos)
+            picks.append(torch.randperm(npos[i], device=device)[:n_pos] + pos_start[i])
+            picks.append(torch.randperm(nneg[i], device=device)[:n_neg] + neg_start[i])
+            counts.append(n_pos + n_neg)
+        pick = torch.cat(picks)
+        sel = source[pick]  # candidates, per image positives then negatives, in the drawn order
+        is_pos = pick < sum(npos)
+        m_sel = m[sel]
+        matched = torch.where(is_pos, m_sel - gt_start[cand_image[sel]], -1)
+        gl_flat = torch.cat([*gl, torch.zeros(1, dtype=torch.int64, device=device)])
+        labels = torch.where(is_pos, gl_flat[m_sel.clamp(min=0)], 0)
+        return list(cand[sel].split(counts)), list(labels.split(counts)), list(matched.split(counts))
+
+    def _sample_rois_reference(self, proposals: list[torch.Tensor], targets: Sequence[dict], device) -> tuple:
+        """:meth:`_sample_rois` one image at a time (the implementation until issue #14): the
+        reference for tests/test_losses_batched.py and benchmarks/study/loss_step.py."""
         cfg = self.cfg
         rois, labels, matched = [], [], []
         for p, t in zip(proposals, targets, strict=True):
@@ -116,9 +162,7 @@ class TwoStageDetector(Detector):
         rois, labels, matched = self._sample_rois(proposals, targets, images.device)
         logits, deltas = self.box_head(self._pool(feats, rois, cfg.box_pool_size))
         all_rois, all_labels = torch.cat(rois), torch.cat(labels)
-        gt_boxes = torch.cat(
-            [self._gather_gt(t, m, images.device) for t, m in zip(targets, matched, strict=True)]
-        )
+        gt_boxes = self._matched_boxes(targets, matched, images.device)
         result["class"] = F.cross_entropy(logits.float(), all_labels)
         pos = torch.nonzero(all_labels > 0).squeeze(1)
         box_t = self.coder.encode(gt_boxes[pos], all_rois[pos])
@@ -135,12 +179,16 @@ class TwoStageDetector(Detector):
         result["loss"] = total
         return result
 
-    def _gather_gt(self, t: dict, matched: torch.Tensor, device) -> torch.Tensor:
-        """Boxes of the matched objects (zeros for background RoIs): ``(R, 2D)``."""
-        gt = t["boxes"].to(device, torch.float32)
-        if gt.shape[0] == 0:
-            return gt.new_zeros((matched.shape[0], 2 * self.spatial_dims))
-        return gt[matched.clamp(min=0)]
+    def _matched_boxes(self, targets: Sequence[dict], matched: Sequence[torch.Tensor], device) -> torch.Tensor:
+        """Boxes of the matched objects of every image's RoIs, concatenated: ``(R, 2D)`` (rows of
+        background RoIs hold some object's box or zeros: read only the positives')."""
+        gt = [t["boxes"].to(device, torch.float32) for t in targets]
+        flat = torch.cat([*gt, gt[0].new_zeros((1, 2 * self.spatial_dims))])
+        m = torch.cat(list(matched))
+        counts = torch.tensor([x.shape[0] for x in matched], device=device)
+        image = torch.repeat_interleave(torch.arange(len(gt), device=device), counts, output_size=m.shape[0])
+        start = torch.tensor(offsets([g.shape[0] for g in gt]), device=device)
+        return flat[start[image] + m.clamp(min=0)]
 
     def _mask_loss(self, feats, rois, labels, targets, device) -> torch.Tensor:
         cfg, c = self.cfg, self.num_classes

@@ -19,9 +19,20 @@ from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
 from retina_unet.models.coder import BoxCoder
 from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector
-from retina_unet.models.losses import box_regression_loss, cap_positives, focal_class_loss, shem_class_loss
-from retina_unet.models.matcher import Matcher
+from retina_unet.models.losses import (
+    box_regression_loss,
+    box_regression_loss_batched,
+    cap_positives,
+    flat_rows,
+    focal_class_loss,
+    focal_class_loss_batched,
+    foreground_probability,
+    shem_class_loss,
+    shem_class_loss_batched,
+)
+from retina_unet.models.matcher import IGNORE, NEGATIVE, Matcher, gather_matched, match_batch
 from retina_unet.models.postprocess import select_detections_batched, top_candidates
+from retina_unet.models.sampling import sample_anchors_batched
 from retina_unet.models.segmentation import SegHead
 from retina_unet.nn.backbone import ResNetFPN, init_weights
 from retina_unet.nn.layers import ConvNormAct, conv_layer
@@ -108,7 +119,55 @@ class OneStageDetector(Detector):
         return torch.cat(self.anchor_generator(shapes, strides, device), 0)
 
     def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
-        # 1. check inputs  2. network  3. anchors  4. match per image  5. class/box losses  6. seg loss
+        # 1. check inputs  2. network  3. anchors  4. match, cap and mine for the whole batch
+        # 5. class/box losses per image (masked sums), mean over images  6. seg loss
+        # Same losses and random draws as the per-image loop of _losses_reference, without the
+        # loop: tests/test_losses_batched.py compares the two; docs/speed.md has the timings.
+        self.check_images(images)
+        self.check_targets(images, targets)
+        out = self.network(self.pad(images))
+        anchors = self.anchors(out["shapes"], images.device)
+        cfg = self.cfg
+        gt_boxes = [t["boxes"].to(device=images.device, dtype=torch.float32) for t in targets]
+        gt_labels = [t["labels"].to(device=images.device, dtype=torch.int64) for t in targets]
+        matches = match_batch(self.matcher, gt_boxes, anchors)  # (B, A)
+        labels = gather_matched(gt_labels, matches)
+        logits = out["cls"].float()
+        if cfg.class_loss == "focal":
+            cls_loss = focal_class_loss_batched(logits, matches, labels, cfg.focal_alpha, cfg.focal_gamma)
+        else:
+            hardness = foreground_probability(logits) if cfg.shem_poolsize is not None else None
+            kept, negatives = sample_anchors_batched(
+                matches >= 0,
+                matches == NEGATIVE,
+                cfg.max_positives,
+                lambda n_pos: max(1, round(cfg.neg_pos_ratio * n_pos)),
+                hardness,
+                cfg.shem_poolsize,
+            )
+            matches = matches.masked_fill((matches >= 0) & ~kept, IGNORE)
+            cls_loss = shem_class_loss_batched(logits, matches, labels, negatives)
+        rows, image = flat_rows(matches >= 0)
+        target = self.coder.encode(gather_matched(gt_boxes, matches, rows), anchors[rows % anchors.shape[0]])
+        pred = out["box"].flatten(0, 1)[rows].float()
+        box_loss = box_regression_loss_batched(pred, target, image, len(targets), cfg.smooth_l1_beta)
+        result = {"class": cls_loss.mean(), "box": box_loss.mean()}
+        return self._add_seg_loss(result, out, images, targets)
+
+    def _add_seg_loss(self, result: dict, out: dict, images: torch.Tensor, targets: Sequence[dict]) -> dict:
+        total = result["class"] + result["box"]
+        if self.with_seg:
+            seg_logits = self.crop(out["seg"], images.shape[2:])
+            seg = self.network.seg_head.loss(seg_logits, self.stack_masks(targets, images.device))
+            result.update(seg)
+            total = total + self.cfg.seg_loss_weight * seg["seg"]
+        result["loss"] = total
+        return result
+
+    def _losses_reference(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """:meth:`losses` one image at a time (the implementation until issue #14): the slow
+        reference the batched code is tested against (tests/test_losses_batched.py) and timed
+        against (benchmarks/study/loss_step.py)."""
         self.check_images(images)
         self.check_targets(images, targets)
         out = self.network(self.pad(images))
@@ -136,14 +195,7 @@ class OneStageDetector(Detector):
             target = self.coder.encode(gt_boxes[matches[pos]], anchors[pos])
             box_losses.append(box_regression_loss(out["box"][i][pos].float(), target, cfg.smooth_l1_beta))
         result = {"class": torch.stack(cls_losses).mean(), "box": torch.stack(box_losses).mean()}
-        total = result["class"] + result["box"]
-        if self.with_seg:
-            seg_logits = self.crop(out["seg"], images.shape[2:])
-            seg = self.network.seg_head.loss(seg_logits, self.stack_masks(targets, images.device))
-            result.update(seg)
-            total = total + cfg.seg_loss_weight * seg["seg"]
-        result["loss"] = total
-        return result
+        return self._add_seg_loss(result, out, images, targets)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[dict]:
