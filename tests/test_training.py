@@ -684,3 +684,268 @@ def test_resume_state_names_the_cuda_rng(tmp_path):
     assert "cuda_rng" in st
     if not torch.cuda.is_available():
         assert st["cuda_rng"] is None
+
+
+# --- the epoch record, the per-step rows, top-k files and validation, by hand -------------------
+
+
+class _ScriptedLosses(TinySegDetector):
+    """Optimiser step k (1-based, over the run) reports loss k, ce 10 k, box -k, cls 0.5 and seg 7;
+    the weights get zero gradients. Five terms: one more than the bar shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def losses(self, images, targets):
+        self.calls += 1
+        k = float(self.calls)
+        return {"loss": self.net(images).sum() * 0.0 + k, "ce": torch.tensor(10 * k), "box": torch.tensor(-k),
+                "cls": torch.tensor(0.5), "seg": torch.tensor(7.0)}
+
+
+class _TickingClock:
+    """A perf_counter that advances by exactly 1 s per reading."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+class _BarRecorder:
+    """Stands in for tqdm in the engine: records the bar's postfix (and its refresh flag) and the lines written."""
+
+    bars: list = []
+    lines: list = []
+
+    def __init__(self, iterable=None, total=None, **kwargs):
+        self.total, self.n, self.postfixes = total, 0, []
+        _BarRecorder.bars.append(self)
+
+    def set_postfix(self, values, refresh=True):
+        self.postfixes.append((dict(values), refresh))
+
+    def update(self, k=1):
+        self.n += k
+
+    def close(self):
+        pass
+
+    @staticmethod
+    def write(line, *args, **kwargs):
+        _BarRecorder.lines.append(line)
+
+
+def _scripted_run(tmp_path, monkeypatch, maps=None, name="scripted", **over):
+    """A trainer of :class:`_ScriptedLosses` on the ticking clock, with ``validate`` returning
+    ``maps[completed epochs]`` as mAP (0.25 throughout by default) and per-class APs {1: 0.5, 2: 0.0}."""
+    from types import SimpleNamespace
+
+    from retina_unet.training import engine
+
+    clock = _TickingClock()
+    monkeypatch.setattr(engine, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(_BarRecorder, "bars", [])
+    monkeypatch.setattr(_BarRecorder, "lines", [])
+    monkeypatch.setattr(engine, "tqdm", _BarRecorder)
+    t = _trainer(tmp_path, name, model_cls=_ScriptedLosses, **{"epochs": 2, **over})
+    maps = maps or [0.25] * t.cfg.epochs
+    monkeypatch.setattr(t, "validate", lambda: {"mAP": maps[t.epoch], "ap": {1: 0.5, 2: 0.0}})
+    return t
+
+
+def test_epoch_record_holds_each_mean_loss_term_val_ap_and_clocked_times(tmp_path, monkeypatch):
+    # Clock readings per epoch of 3 steps: t0; per step the step start, its data end and its end
+    # (data 1 s, step 2 s); then the training end (train_s = 11 - 1 = 10), t1 and the val end (1 s).
+    t = _scripted_run(tmp_path, monkeypatch)
+    t.fit()
+    assert t.history == [
+        {"epoch": 1, "loss": 2.0, "loss_ce": 20.0, "loss_box": -2.0, "loss_cls": 0.5, "loss_seg": 7.0,
+         "val_mAP": 0.25, "val_ap": {1: 0.5, 2: 0.0}, "lr": 0.01, "train_s": 10.0, "val_s": 1.0},
+        {"epoch": 2, "loss": 5.0, "loss_ce": 50.0, "loss_box": -5.0, "loss_cls": 0.5, "loss_seg": 7.0,
+         "val_mAP": 0.25, "val_ap": {1: 0.5, 2: 0.0}, "lr": 0.01, "train_s": 10.0, "val_s": 1.0},
+    ]
+    assert json.loads((tmp_path / "scripted" / "history.json").read_text())[1]["loss_ce"] == 50.0
+
+
+def test_every_step_is_tracked_with_its_global_step_epoch_and_times(tmp_path, monkeypatch):
+    import csv
+
+    t = _scripted_run(tmp_path, monkeypatch)
+    t.fit()
+    steps = list(csv.DictReader((tmp_path / "scripted" / "metrics_steps.csv").open()))
+    assert [(int(r["step"]), int(r["epoch"])) for r in steps] == [(0, 1), (1, 1), (2, 1), (3, 2), (4, 2), (5, 2)]
+    assert [float(r["loss"]) for r in steps] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert [float(r["loss_ce"]) for r in steps] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    assert {(float(r["data_s"]), float(r["step_s"])) for r in steps} == {(1.0, 2.0)}
+    epochs = list(csv.DictReader((tmp_path / "scripted" / "metrics.csv").open()))
+    # data time of an epoch: 3 steps x 1 s; compute: the other 7 s of the 10 s of training
+    assert [(float(r["data_s"]), float(r["compute_s"])) for r in epochs] == [(3.0, 7.0), (3.0, 7.0)]
+
+
+def test_the_bar_shows_the_first_four_running_means_without_forcing_a_redraw(tmp_path, monkeypatch):
+    """Each step's postfix waits for the bar's own redraw (refresh=False: no terminal line per step);
+    the epoch's summary line carries the mean loss, the validation mAP and the training seconds."""
+    t = _scripted_run(tmp_path, monkeypatch, maps=[0.25, 0.5])
+    t.progress = True
+    t.fit()
+    bar = _BarRecorder.bars[0]
+    assert bar.postfixes == [
+        ({"loss": "1.000", "ce": "10.000", "box": "-1.000", "cls": "0.500"}, False),
+        ({"loss": "1.500", "ce": "15.000", "box": "-1.500", "cls": "0.500"}, False),
+        ({"loss": "2.000", "ce": "20.000", "box": "-2.000", "cls": "0.500"}, False),
+    ]
+    assert _BarRecorder.lines == ["epoch 1: loss 2.0000  val mAP 0.250  (10s train)",
+                                  "epoch 2: loss 5.0000  val mAP 0.500  (10s train)"]
+
+
+def test_top_k_keeps_the_best_maps_in_files_with_their_epoch_and_map(tmp_path, monkeypatch):
+    t = _scripted_run(tmp_path, monkeypatch, maps=[0.2, 0.5, 0.3], epochs=3, top_k=2)
+    t.fit()
+    assert t.top_k == [{"epoch": 2, "val_mAP": 0.5, "path": "epoch_002.pt"},
+                       {"epoch": 3, "val_mAP": 0.3, "path": "epoch_003.pt"}]
+    out = tmp_path / "scripted"
+    assert sorted(p.name for p in out.glob("epoch_*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
+    ck = load_checkpoint(out / "epoch_002.pt")
+    assert set(ck) == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range",
+                       "epoch", "val_mAP", "model"}
+    assert (ck["epoch"], ck["val_mAP"], ck["num_classes"], ck["seed"]) == (2, 0.5, 2, 0)
+    # donuts_shape: background uniform [0, 1), objects + contrast 0.2
+    assert ck["intensity_range"] == [0.0, 1.2]
+
+
+def test_top_k_ties_go_to_the_later_epoch(tmp_path, monkeypatch):
+    t = _scripted_run(tmp_path, monkeypatch, maps=[0.4, 0.4, 0.4], epochs=3, top_k=2)
+    t.fit()
+    assert [e["epoch"] for e in t.top_k] == [3, 2]
+    assert sorted(p.name for p in (tmp_path / "scripted").glob("epoch_*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
+
+
+def test_a_top_k_file_already_deleted_by_hand_does_not_stop_training(tmp_path, monkeypatch):
+    t = _scripted_run(tmp_path, monkeypatch, maps=[0.2, 0.5], top_k=1)
+    t.fit(stop_after=1)
+    (tmp_path / "scripted" / "epoch_001.pt").unlink()  # epoch 2 then drops epoch 1, whose file is gone
+    t.fit()
+    assert [e["epoch"] for e in t.top_k] == [2]
+    assert [p.name for p in (tmp_path / "scripted").glob("epoch_*.pt")] == ["epoch_002.pt"]
+
+
+def test_the_resume_state_records_the_task_intensity_range(tmp_path):
+    t = _trainer(tmp_path, "ir", epochs=1, task_overrides={"contrast": 0.5})
+    t.fit()
+    assert load_checkpoint(tmp_path / "ir" / "last.pt")["intensity_range"] == [0.0, 1.5]  # [0, 1) + 0.5
+
+
+class _FirstStepOnly(TinySegDetector):
+    """``extra`` enters the loss (with gradient 1) on the first step only."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def losses(self, images, targets):
+        out = super().losses(images, targets)
+        self.calls += 1
+        if self.calls == 1:
+            out["loss"] = out["loss"] + self.extra.sum()
+        return out
+
+
+def test_a_parameter_without_gradient_in_a_step_is_not_updated_in_it(tmp_path):
+    """Gradients are reset to None, not zero: Adam skips a parameter that got no gradient in a step.
+    Adam's first step moves ``extra`` by lr * 1 / (1 + eps) = 0.01; the later steps leave it there
+    (with zeroed gradients Adam would go on moving it by its momentum)."""
+    t = _trainer(tmp_path, "skip", model_cls=_FirstStepOnly, epochs=1)
+    t.fit()
+    assert t.model.calls == 3 and float(t.model.extra.detach()) == pytest.approx(-0.01, abs=1e-8)
+
+
+def test_save_json_writes_two_space_indented_json(tmp_path):
+    from retina_unet.training.checkpoint import save_json
+
+    save_json({"a": [1, None]}, tmp_path / "h.json")
+    assert (tmp_path / "h.json").read_text() == '{\n  "a": [\n    1,\n    null\n  ]\n}\n'
+
+
+def _clean_split(labels, size=16) -> FakeSplit:
+    """Noise-free images: one 6x6 square of intensity ``label`` per image at rows 2-7, columns 3-8
+    (label 0: an empty image with a padding entry)."""
+    n = len(labels)
+    images = np.zeros((n, size, size), np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i, lab in enumerate(labels):
+        images[i, 2:8, 3:9] = lab
+        masks[i, 2:8, 3:9] = lab
+    boxes = np.tile(np.array([2, 3, 8, 9], np.float32), (n, 1, 1))
+    return FakeSplit(images, masks, np.array(labels).reshape(n, 1), boxes)
+
+
+class _Oracle(TinySegDetector):
+    """Predicts the bright square of each image exactly (its intensity as class), at score ``score``;
+    counts the images it is asked about."""
+
+    def __init__(self, score=0.5):
+        super().__init__()
+        self.score, self.seen = score, 0
+
+    @torch.no_grad()
+    def predict(self, images):
+        self.seen += len(images)
+        out = []
+        for im in images:
+            on = im[0] > 0
+            if on.any():
+                idx = torch.nonzero(on)
+                box = torch.cat([idx.min(0).values, idx.max(0).values + 1]).float()[None]
+                out.append({"boxes": box, "scores": torch.tensor([self.score]),
+                            "labels": torch.tensor([int(im[0].max())])})
+            else:
+                out.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)})
+        return out
+
+
+def _oracle_trainer(tmp_path, labels, score=0.5, **over):
+    cfg = TrainConfig(**{**TINY, **over})
+    return Trainer(cfg, _Oracle(score), fake_split(12), _clean_split(labels), range(8), 2, tmp_path / "o",
+                   progress=False)
+
+
+def test_validation_drops_predictions_at_or_below_the_score_threshold(tmp_path):
+    # exact boxes (IoU 1) at score 0.5: all dropped under threshold 0.6 (AP 0 for both classes),
+    # all true positives under 0.4 (AP 1)
+    t = _oracle_trainer(tmp_path, [1, 2, 1], score=0.5, score_threshold=0.6)
+    res = t.validate()
+    assert res["mAP"] == 0.0 and res["ap"] == {1: 0.0, 2: 0.0}
+    t.cfg = t.cfg.replace(score_threshold=0.4)
+    res = t.validate()
+    assert res["mAP"] == 1.0 and res["ap"] == {1: 1.0, 2: 1.0}
+
+
+def test_validation_without_any_object_scores_zero(tmp_path):
+    """No ground truth in the validation images: mAP is undefined, counted as 0.0 (the top-k
+    ranking needs a number)."""
+    res = _oracle_trainer(tmp_path, [0, 0]).validate()
+    assert res["mAP"] == 0.0 and type(res["mAP"]) is float
+
+
+def test_validation_predicts_only_the_validation_subset(tmp_path):
+    t = _oracle_trainer(tmp_path, [1, 2, 1], score=0.9, val_subset=2)
+    res = t.validate()
+    assert t.model.seen == 2 and res["n_images"] == 2 and res["mAP"] == 1.0
+
+
+def test_a_resumed_run_saves_the_same_resume_state_fields(tmp_path):
+    """Resuming re-records the config (its test-time fields may have changed), under the same key:
+    the resume state holds exactly the fields of a fresh run's."""
+    _trainer(tmp_path, "k", epochs=2).fit(stop_after=1)
+    fresh = set(load_checkpoint(tmp_path / "k" / "last.pt"))
+    assert fresh == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range", "epoch",
+                     "model", "optimizer", "sampler", "torch_rng", "cuda_rng", "history", "top_k"}
+    t = _trainer(tmp_path, "k", epochs=2, tta=False)
+    assert t.try_resume()
+    t.fit()
+    assert set(load_checkpoint(tmp_path / "k" / "last.pt")) == fresh
