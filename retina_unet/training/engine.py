@@ -237,7 +237,7 @@ class Trainer:
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"epoch {epoch}: non-finite loss {loss.item()} ({ {k: float(v) for k, v in losses.items()} })"
+                    f"epoch {epoch}: non-finite loss {loss.item()} ({ {k: float(v.detach()) for k, v in losses.items()} })"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
