@@ -101,6 +101,19 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"tta\.x_mirror_views__", r"len\(axes\) \+ 2", "combinations longer than the axes are empty"),
     (r"wbc\.x_weighted_box_clustering__", r"\.to\(None\)$", "dtype only: float64 inputs stay float64; "
      "float32 inputs differ below float32 output precision; int member ids stay integers"),
+    (r"^retina_unet\.inference\.wbc\.", r"^\s*dev = None$|dtype=torch\.\w+, \),?$|\.to\(dtype=torch\.int64\)$|"
+     r"torch\.arange\(h, \)", "on the CPU-only test machine every tensor is on the CPU: dropping the device "
+     "argument changes nothing (it matters only with CUDA)"),
+    (r"wbc\.x_weighted_box_clustering__", r"groups = torch\.zeros\(.*(dtype=None, device|else 0, device=)",
+     "weighted_box_clustering_batched converts the groups to int64 (all zeros either way)"),
+    (r"wbc\.x_weighted_box_clustering(_batched)?__", r"\(boxes\.dim\(\) == 2\) or True else 0|else 1, dtype=torch\.int64",
+     "boxes that are not (N, 2*D) can only be the empty input (torch.zeros(0)), whose shape[0] is 0 as well; "
+     "with no boxes the batched function returns before reading the groups"),
+    (r"wbc\.x_weighted_box_clustering_batched__", r"mem = member_ids\.detach\(\)\.to\(device=dev, (dtype=None)?\)$",
+     "member ids are only compared with each other: any integer (or float) dtype gives the same counts"),
+    (r"wbc\.x_weighted_box_clustering_batched__", r"o = torch\.argsort\(mem, (stable=False)?\)$", "the ties of "
+     "this sort are equal member ids, and the stable sort by cluster that follows keeps each cluster in member "
+     "order either way"),
     # study_report (tables.py, findings.py)
     (r"findings\.x_(directional|bounded)_verdict__", r"if (sign|side) >= 0 else", "sign / side is always +1 or "
      "-1 (every caller, and the docstring): `>= 0` and `> 0` agree"),
@@ -131,6 +144,44 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "cuda_rng is None either way"),
     (r"training\.engine\.x.Trainer.validate__", r"^\s*None,$", "the device predict_images moves the batch to: "
      "on the CPU-only test machine `.to(None)` and `.to(cpu)` are the same (it matters only with CUDA)"),
+    # toy_data_io (storage.py, cli.py, preview.py)
+    (r"toy_data\.storage\.x__check_sha__", r"f\.read\(None\)", "reading the file in one block instead of 16 MiB "
+     "blocks: the same bytes reach the hash (only memory differs)"),
+    (r"toy_data\.storage\.x_split_seeds__", r"generate_state\(2, \)|generate_state\(3, np\.uint32\)", "uint32 is "
+     "generate_state's default dtype, and its first words do not depend on how many are drawn: the same two words"),
+    (r"toy_data\.storage\.x__throttle__", r"len\(pending\) >= max_pending|pending\[: len\(pending\) \+ max_pending\]",
+     "at exactly 16 waiting jobs the wait is on none; waiting for all queued jobs instead of all but 16 keeps the "
+     "bound: the same bytes in the same order, only less overlap of writing and generating"),
+    (r"toy_data\.storage\.x__write_split__", r"max_pending=17", "a bound of 17 waiting jobs instead of 16: memory "
+     "only (the chunks, files and hashes are the same)"),
+    (r"toy_data\.storage\.x__write_split__", r"class_counts = np\.zeros\(3, (None)?\)$", "float64 instead of int64 "
+     "counters: the manifest stores int() of them, the same numbers"),
+    (r"toy_data\.storage\.x_write_dataset__", r"cancel_futures=(None|False)", "reached only after a failure: the "
+     "chunks still queued in the pool run to no use instead of being cancelled; the same error, no folder left "
+     "(only CPU time differs)"),
+    (r"toy_data\.storage\.x.SplitArrays.class_counts__", r"minlength=4", "a 4th, empty bin that is never read"),
+    (r"toy_data\.storage\.x._NpyWriter.append__", r"ascontiguousarray\(arr, (dtype=None)?\)|\.cast\(\"b\"\)",
+     "every chunk already has the writer's dtype (the generator's arrays); signed or unsigned byte views write "
+     "and hash the same bytes"),
+    (r"toy_data\.cli\.x__up_to_date__", r"verify=None\)", "None is as false as verify=False"),
+    (r"toy_data\.storage\.x__load_split__", r'mmap_mode="r", (allow_pickle=None)?\)$', "np.load's allow_pickle "
+     "defaults to False, and None is as false (with mmap_mode it only sets the header size limit, as False does)"),
+    (r"toy_data\.cli\.x__parser__", r'"--workers", type=int, help=', "argparse's default is None already"),
+    (r"toy_data\.preview\.x__panels__", r"\(box\[0\] \+ box\[3\]\) / 2\)", "box coordinates are >= 0, where "
+     "int(x / 2) == x // 2"),
+    (r"toy_data\.preview\.x_write_preview__",
+     r'matplotlib\.use\("(agg|AGG)"\)|interpolation="NEAREST"|ax\.axis\("OFF"\)|format="PNG"',
+     "matplotlib lower-cases backend, interpolation, axis and format names"),
+    (r"toy_data\.preview\.x_write_preview__", r"plt\.close\(None\)", "closes the current figure, which is this "
+     "figure (made by this call, nothing drawn since)"),
+    (r"toy_data\.preview\.x_write_preview__", r"squeeze=None|fill=None|legend\(predictions=None\)|verify=None\)",
+     "None is as false as False"),
+    (r"toy_data\.preview\.x_write_preview__", r"zip\(boxes, labels, (strict=(None|False))?\)", "a sample's boxes "
+     "and labels always both have K entries"),
+    (r"toy_data\.preview\.x_write_preview__", r"ax\.contour\(msk2 > 0, (levels=None, )?colors",
+     "matplotlib >= 3.8 contours a boolean array at level 0.5 by default"),
+    (r"toy_data\.preview\.x_write_preview__", r"if \(msk2 >= 0\)\.any\(\)", "every panel shows its object (the "
+     "sample's mask, its centre slice or its projection), so the mask has pixels and the guard is true either way"),
 ]
 
 # mutmut's exit-code statuses that count as killed / as not tested

@@ -347,3 +347,85 @@ def test_wbc_equal_scores_keep_input_order():
     boxes = torch.tensor([[0.0, 10 * i, 5, 10 * i + 5] for i in range(40)])
     b, s = weighted_box_clustering(boxes, torch.full((40,), 0.5), torch.zeros(40, dtype=torch.int64), 1)
     assert torch.equal(b, boxes) and s.tolist() == [0.5] * 40
+
+
+# --- the predict loop's batches, the run-config mapping, WBC's output contract and member counts --
+
+
+def test_shape_batches_cut_runs_of_equal_shape():
+    from retina_unet.inference.loop import shape_batches
+
+    a, b = (1, 4, 4), (1, 5, 5)
+    assert shape_batches([a] * 5, 2) == [[0, 1], [2, 3], [4]]
+    assert shape_batches([a, a, b, a], 3) == [[0, 1], [2], [3]]  # a new shape starts a new batch
+    assert shape_batches([a, b, b, b], 2) == [[0], [1, 2], [3]]
+    assert shape_batches([], 4) == []
+
+
+def test_predictor_for_config_uses_the_runs_test_time_settings():
+    from types import SimpleNamespace
+
+    from retina_unet.inference import predictor_for_config
+
+    det = FixedDetector([[0.0, 0, 0, 1, 1, 1]], [0.5], [1], spatial_dims=3)
+    cfg = SimpleNamespace(tta=True, merge="nms", tta_views=2, wbc_iou=0.3, nms_iou=0.4)
+    p = predictor_for_config(cfg, [det])
+    assert p.models == [det] and p.views == [(), (0,)] and p.merge == "nms"  # the first 2 views
+    assert (p.wbc_iou, p.nms_iou) == (0.3, 0.4)
+    assert predictor_for_config(cfg, [det], tta=False).views == [()]  # the caller's choice wins
+    assert len(predictor_for_config(SimpleNamespace(**{**vars(cfg), "tta": False}), [det], tta=1).views) == 2
+
+
+def test_predictor_default_views_are_at_most_4_of_the_8_mirrors_of_3_axes():
+    det = FixedDetector([[0.0, 0, 0, 1, 1, 1]], [0.5], [1], spatial_dims=3)
+    assert Predictor([det], mirror_axes=(0, 1, 2)).views == [(), (0,), (1,), (2,)]
+
+
+def test_wbc_outputs_float32_boxes_and_scores_and_int64_groups_whatever_the_inputs():
+    """Documented output dtypes, also under a float64 default dtype and with int32 groups."""
+    from retina_unet.inference.wbc import weighted_box_clustering_batched
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for n in (0, 2):
+            b, s, g = weighted_box_clustering_batched(
+                torch.tensor([A, D][:n]).reshape(n, 4), torch.full((n,), 0.5), torch.zeros(n, dtype=torch.int32),
+                torch.zeros(n, dtype=torch.int32), 1)
+            assert (b.dtype, s.dtype, g.dtype) == (torch.float32, torch.float32, torch.int64)
+            assert b.shape == (n, 4) and s.shape == g.shape == (n,)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_wbc_counts_distinct_members_in_large_clusters():
+    """Two objects, 20 identical boxes each at score 0.6 from members 0 and 1 of 3: each cluster
+    misses one member, so its score is 20 * 0.6 / (20 + 1) = 4/7 (equal weights). Sorting 40 boxes
+    by cluster must keep them sorted by member (torch's default sort reorders 17+ ties)."""
+    from retina_unet.inference.wbc import weighted_box_clustering_batched
+
+    boxes = torch.tensor([A, D] * 20)
+    members = torch.tensor([(i // 2) % 2 for i in range(40)])
+    b, s, g = weighted_box_clustering_batched(boxes, torch.full((40,), 0.6), members, torch.zeros(40, dtype=torch.int64),
+                                              3)
+    assert b.tolist() == [A, D] and s.tolist() == pytest.approx([4 / 7, 4 / 7])
+
+
+def test_wbc_member_count_restarts_in_each_cluster():
+    """Member 0 alone predicts two objects twice each (n_expected 2): each cluster misses member 1.
+    A: (0.9 + 0.8) / (2 + 1) = 0.5667; D: (0.7 + 0.6) / 3 = 0.4333 (equal weights)."""
+    b, s = weighted_box_clustering(torch.tensor([A, A, D, D]), torch.tensor([0.9, 0.8, 0.7, 0.6]),
+                                   torch.zeros(4, dtype=torch.int64), 2)
+    assert b.tolist() == [A, D] and s.tolist() == pytest.approx([1.7 / 3, 1.3 / 3])
+
+
+def test_wbc_min_score_and_the_batched_default_threshold():
+    from retina_unet.inference.wbc import weighted_box_clustering_batched
+
+    one = (torch.tensor([A]), torch.tensor([0.4]), torch.tensor([0]))
+    assert weighted_box_clustering(*one, 1)[1].tolist() == pytest.approx([0.4])
+    assert weighted_box_clustering(*one, 1, min_score=0.5)[1].tolist() == []  # 0.4 <= 0.5: dropped
+    # A and C overlap with IoU 1/3 > 1e-5 (the default): one cluster, weights IoU x area = 100 and 100/3
+    b, s, _ = weighted_box_clustering_batched(torch.tensor([A, C]), torch.tensor([0.8, 0.4]), torch.tensor([0, 1]),
+                                              torch.zeros(2, dtype=torch.int64), 2)
+    assert len(s) == 1 and s.tolist() == pytest.approx([(0.8 * 100 + 0.4 * 100 / 3) / (100 + 100 / 3)])
