@@ -251,7 +251,6 @@ class TwoStageDetector(Detector):
         tgt = (target[sel, pos_labels - 1] >= 0.5).float()
         return F.binary_cross_entropy_with_logits(logits[sel, pos_labels - 1].float(), tgt)
 
-
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> list[dict]:
         self.check_images(images)
