@@ -313,6 +313,7 @@ TWO_STAGE_VARIANTS = [
     {"shem_poolsize": None},
     {"rpn_batch_size": 2, "roi_batch_size": 2},
     {"rpn_batch_size": 64, "shem_poolsize": 3, "roi_batch_size": 32, "roi_positive_fraction": 0.9},
+    {"mask_rois_per_image": 1},
 ]
 
 
@@ -320,6 +321,7 @@ def use_reference(model) -> None:
     model.rpn._proposals = model.rpn._proposals_reference
     model.rpn._losses = model.rpn._losses_reference
     model._sample_rois = model._sample_rois_reference
+    model._mask_loss = model._mask_loss_reference
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -424,3 +426,69 @@ def test_sample_rois_equal_per_image_reference(d):
         for a, b in zip(got, expected, strict=True):
             assert torch.equal(a, b)
     assert any((lab > 0).any() for lab in fast[1]) and any((lab == 0).any() for lab in fast[1])
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("cap", [None, 1, 2])
+def test_mask_loss_equals_per_image_reference(d, cap):
+    torch.manual_seed(0)
+    model = build_model("mask_rcnn", model_config(d, "tiny", mask_rois_per_image=cap))
+    images, targets = random_targets(d, COUNTS, seed=2)
+    feats = model.backbone(model.pad(images))
+    g = torch.Generator().manual_seed(3)
+    rois = [random_anchors(d, n, g) for n in (4, 0, 6, 3, 5)]
+    labels = [torch.tensor(x, dtype=torch.int64) for x in ([0, 2, 1, 1], [], [1, 0, 0, 2, 2, 1], [0, 0, 0], [2, 0, 1, 1, 0])]
+    fast = model._mask_loss(feats, rois, labels, targets, torch.device("cpu"))
+    slow = model._mask_loss_reference(feats, rois, labels, targets, torch.device("cpu"))
+    torch.testing.assert_close(fast, slow, **TOL)
+    g_fast = torch.autograd.grad(fast, list(model.mask_head.parameters()), retain_graph=True)
+    g_slow = torch.autograd.grad(slow, list(model.mask_head.parameters()))
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    none = [torch.zeros_like(lab) for lab in labels]  # no positives: a zero in the graph
+    assert float(model._mask_loss(feats, rois, none, targets, torch.device("cpu")).detach()) == 0.0
+
+
+def _bad_targets(d: int):
+    """(name, targets) pairs: valid ones, and each way the per-image checks reject."""
+    _, t = random_targets(d, [1, 2, 0], seed=0)
+    nan_boxes = t[1]["boxes"].clone()
+    nan_boxes[0, 0] = float("nan")
+    return [
+        ("valid", t),
+        ("too few", t[:2]),
+        ("no masks", [t[0], {k: v for k, v in t[1].items() if k != "masks"}, t[2]]),
+        ("box shape", [t[0], dict(t[1], boxes=torch.zeros(2, 2 * d + 1)), t[2]]),
+        ("label shape", [t[0], dict(t[1], labels=torch.tensor([1])), t[2]]),
+        ("float labels", [t[0], dict(t[1], labels=t[1]["labels"].float()), t[2]]),
+        ("label 0", [t[0], dict(t[1], labels=torch.tensor([1, 0])), t[2]]),
+        ("label 3", [dict(t[0], labels=torch.tensor([3])), t[1], t[2]]),
+        ("nan box", [t[0], dict(t[1], boxes=nan_boxes), t[2]]),
+        ("mask shape", [t[0], t[1], dict(t[2], masks=torch.zeros(5, dtype=torch.uint8))]),
+        ("float mask", [t[0], t[1], dict(t[2], masks=t[2]["masks"].float())]),
+        ("mask class 3", [t[0], t[1], dict(t[2], masks=t[2]["masks"] * 0 + 3)]),
+        ("int32 labels", [t[0], dict(t[1], labels=t[1]["labels"].int()), t[2]]),
+        ("first bad of two", [dict(t[0], labels=torch.tensor([3])), dict(t[1], boxes=torch.zeros(2, 1)), t[2]]),
+    ]
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("name", ["retina_net", "mask_rcnn"])
+def test_batched_target_checks_agree_with_per_image_checks(d, name):
+    """check_targets checks the whole batch at once and, for a bad batch, raises what the
+    per-image checks raise (the first bad image's error)."""
+    model = build_model(name, model_config(d, "tiny"))
+    images = torch.rand(3, 1, *SIZES[d])
+    for case, targets in _bad_targets(d):
+        try:
+            model._check_targets_per_image(images, targets)
+            expected = None
+        except (ValueError, TypeError) as e:
+            expected = e
+        assert model._targets_valid(images, targets) == (expected is None), case
+        if expected is None:
+            model.check_targets(images, targets)
+        else:
+            with pytest.raises(type(expected)) as got:
+                model.check_targets(images, targets)
+            assert str(got.value) == str(expected), case

@@ -10,6 +10,7 @@ multiple of ``required_multiple`` are padded inside the models (``ModelConfig.pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -90,6 +91,41 @@ class Detector(nn.Module):
             )
 
     def check_targets(self, images: torch.Tensor, targets: Sequence[dict]) -> None:
+        # The usual case, valid targets, in a few tensor ops for the whole batch; anything else
+        # goes through the per-image checks below, which raise the error of the first bad image.
+        if not self._targets_valid(images, targets):
+            self._check_targets_per_image(images, targets)
+
+    def _targets_valid(self, images: torch.Tensor, targets: Sequence[dict]) -> bool:
+        """True iff :meth:`_check_targets_per_image` would pass (the same conditions, batched)."""
+        d, c = self.spatial_dims, self.num_classes
+        if not isinstance(targets, list | tuple) or len(targets) != images.shape[0]:
+            return False
+        size = tuple(images.shape[2:])
+        keys = ("boxes", "labels") + (("masks",) if self.needs_masks else ())
+        for t in targets:
+            if any(key not in t for key in keys):
+                return False
+            boxes, labels = t["boxes"], t["labels"]
+            if boxes.dim() != 2 or boxes.shape[1] != 2 * d or labels.shape != (boxes.shape[0],):
+                return False
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                return False
+            if self.needs_masks and (tuple(t["masks"].shape) != size or t["masks"].is_floating_point()):
+                return False
+        try:  # (mixed devices or dtypes that do not concatenate: left to the per-image checks)
+            labels = torch.cat([t["labels"] for t in targets])
+            if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > c):
+                return False
+            if not torch.isfinite(torch.cat([t["boxes"] for t in targets])).all():
+                return False
+            if self.needs_masks and math.prod(size) and int(torch.stack([t["masks"] for t in targets]).max()) > c:
+                return False
+        except (RuntimeError, TypeError):
+            return False
+        return True
+
+    def _check_targets_per_image(self, images: torch.Tensor, targets: Sequence[dict]) -> None:
         d, c = self.spatial_dims, self.num_classes
         if not isinstance(targets, list | tuple) or len(targets) != images.shape[0]:
             n = len(targets) if isinstance(targets, list | tuple) else type(targets).__name__

@@ -191,6 +191,39 @@ class TwoStageDetector(Detector):
         return flat[start[image] + m.clamp(min=0)]
 
     def _mask_loss(self, feats, rois, labels, targets, device) -> torch.Tensor:
+        """Per-class sigmoid BCE of the mask head on the first ``cfg.mask_rois_per_image`` sampled
+        positives of each image (None: all of them), against the object's class channel of the
+        image's class map RoIAligned to the mask grid and thresholded at 0.5.
+
+        :meth:`_mask_loss_reference` for the whole batch at once (same RoIs, targets and loss):
+        the positives picked by their rank within their image, the targets of all images from
+        one RoIAlign call on the batch's one-hot class maps."""
+        cfg, c, b = self.cfg, self.num_classes, len(rois)
+        all_rois, all_labels = torch.cat(list(rois)), torch.cat(list(labels))
+        counts = torch.tensor([r.shape[0] for r in rois], device=device)
+        image = torch.repeat_interleave(torch.arange(b, device=device), counts, output_size=all_rois.shape[0])
+        pos = all_labels > 0
+        if cfg.mask_rois_per_image is not None:  # rank of each positive among its image's positives
+            before = torch.cumsum(pos, 0) - pos.long()  # positives before this RoI in the batch
+            per_image = torch.bincount(image[pos], minlength=b)
+            rank = before - (torch.cumsum(per_image, 0) - per_image)[image]
+            pos = pos & (rank < cfg.mask_rois_per_image)
+        idx = torch.nonzero(pos).squeeze(1)
+        if idx.numel() == 0:
+            return sum(p.sum() * 0.0 for p in self.mask_head.parameters())
+        pos_rois, pos_labels, pos_image = all_rois[idx], all_labels[idx], image[idx]
+        per_image = torch.bincount(pos_image, minlength=b).tolist()
+        logits = self.mask_head(self._pool(feats, list(pos_rois.split(per_image)), cfg.mask_pool_size))
+        mask_size = tuple(logits.shape[2:])  # (P, C, *M)
+        onehot = F.one_hot(self.stack_masks(targets, device), c + 1).movedim(-1, 1)[:, 1:].float()  # (B, C, *S)
+        boxes = torch.cat([pos_image[:, None].to(pos_rois.dtype), pos_rois], 1).float()
+        target = ops.roi_align(onehot, boxes, mask_size, 1.0, ROI_SAMPLING_RATIO, True)  # (P, C, *M)
+        sel = torch.arange(pos_labels.numel(), device=device)
+        tgt = (target[sel, pos_labels - 1] >= 0.5).float()
+        return F.binary_cross_entropy_with_logits(logits[sel, pos_labels - 1].float(), tgt)
+
+    def _mask_loss_reference(self, feats, rois, labels, targets, device) -> torch.Tensor:
+        """:meth:`_mask_loss` one image at a time (the implementation until issue #14)."""
         cfg, c = self.cfg, self.num_classes
         # the first cfg.mask_rois_per_image sampled positives of each image (None: all of them)
         cap = cfg.mask_rois_per_image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -85,7 +86,7 @@ def gather_matched(
     counts = [v.shape[0] for v in per_image]
     first = per_image[0]
     flat = torch.cat([*per_image, first.new_zeros((1, *first.shape[1:]))])  # a row for empty images
-    starts = [sum(counts[:i]) for i in range(len(counts))]
+    starts = [0, *itertools.accumulate(counts)][:-1]
     start = torch.tensor(starts, dtype=torch.int64, device=matches.device)
     index = start[:, None] + matches.clamp(min=0)
     return flat[index if rows is None else index.flatten()[rows]]

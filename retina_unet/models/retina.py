@@ -120,7 +120,8 @@ class OneStageDetector(Detector):
 
     def losses(self, images: torch.Tensor, targets: Sequence[dict]) -> dict[str, torch.Tensor]:
         # 1. check inputs  2. network  3. anchors  4. match, cap and mine for the whole batch
-        # 5. class/box losses per image (masked sums), mean over images  6. seg loss
+        # 5. class/box losses per image (sums over each image's selected anchors), mean over
+        # images  6. seg loss
         # Same losses and random draws as the per-image loop of _losses_reference, without the
         # loop: tests/test_losses_batched.py compares the two; docs/speed.md has the timings.
         self.check_images(images)

@@ -41,12 +41,10 @@ def multilevel_roi_align(
 ) -> torch.Tensor:
     """Pool every image's boxes from its assigned level: ``(sum R_i, ch, *output_size)``."""
     all_boxes = torch.cat(list(boxes), 0)
-    batch = torch.cat(
-        [
-            torch.full((b.shape[0],), i, dtype=all_boxes.dtype, device=all_boxes.device)
-            for i, b in enumerate(boxes)
-        ]
-    )
+    counts = torch.tensor([b.shape[0] for b in boxes], device=all_boxes.device)
+    batch = torch.repeat_interleave(
+        torch.arange(len(boxes), device=all_boxes.device), counts, output_size=all_boxes.shape[0]
+    ).to(all_boxes.dtype)
     ch = feats[levels[0]].shape[1]
     out = all_boxes.new_zeros((all_boxes.shape[0], ch, *output_size)).to(feats[levels[0]].dtype)
     if all_boxes.shape[0] == 0:
