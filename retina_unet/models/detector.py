@@ -20,6 +20,12 @@ from torch import nn
 from retina_unet.models.config import ModelConfig
 
 
+def padding_to_multiple(size: Sequence[int], multiple: Sequence[int]) -> list[int]:
+    """Per axis, how much :meth:`Detector.pad` adds at the high end so that ``size`` becomes a
+    multiple of ``multiple``."""
+    return [(-int(s)) % int(m) for s, m in zip(size, multiple, strict=True)]
+
+
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
     """The channels-last memory format of ``(B, C, *S)`` tensors with ``spatial_dims`` axes."""
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
@@ -177,7 +183,7 @@ class Detector(nn.Module):
     def pad(self, images: torch.Tensor) -> torch.Tensor:
         """Pad ``(B, C, *S)`` at the high end of each axis (replicate) to ``required_multiple``, in
         the model's memory layout (channels-last with ``cfg.channels_last``)."""
-        extra = [(-s) % m for s, m in zip(images.shape[2:], self.required_multiple, strict=True)]
+        extra = padding_to_multiple(images.shape[2:], self.required_multiple)
         if any(extra):
             pads = [v for e in reversed(extra) for v in (0, e)]
             images = F.pad(images, pads, mode="replicate")

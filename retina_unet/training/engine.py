@@ -22,6 +22,7 @@ from retina_unet.data import BatchSampler, SplitImages, split_targets, training_
 from retina_unet.environment import environment, git_commit, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images
+from retina_unet.models.detector import padding_to_multiple
 from retina_unet.training.checkpoint import (
     LAST,
     CheckpointError,
@@ -51,8 +52,8 @@ def padded_patch_shape(patch_size, multiple) -> tuple[int, ...] | None:
     ``patch_size`` is None or already a multiple of ``multiple`` on every axis."""
     if patch_size is None or multiple is None:
         return None
-    padded = tuple(-(-int(p) // int(m)) * int(m) for p, m in zip(patch_size, multiple, strict=True))
-    return None if padded == tuple(int(p) for p in patch_size) else padded
+    extra = padding_to_multiple(patch_size, multiple)
+    return tuple(int(p) + e for p, e in zip(patch_size, extra, strict=True)) if any(extra) else None
 
 
 def warn_padded_patches(patch_size, multiple) -> None:
