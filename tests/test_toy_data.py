@@ -367,3 +367,133 @@ def test_bad_seed_rejected():
         generate_sample(task_spec("donuts_shape"), -1, 0)
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         generate_split(task_spec("donuts_shape"), 0, 2, workers=0)
+
+
+# --- the palette, the spec's derived numbers, chunked and parallel generation -----------------------
+
+
+def test_palette_colours_and_legends():
+    from toy_data.palette import class_colour, legend
+
+    assert [class_colour(c) for c in (1, 2, 3, 4, 5, 0)] == ["cyan", "magenta", "yellow", "tomato", "white", "white"]
+    assert class_colour(np.int64(2)) == "magenta" and class_colour(2.0) == "magenta"
+    assert legend() == ("cyan: class 1, magenta: class 2; solid: ground truth, dashed: predictions (class, score); "
+                        "orange: segmentation outline")
+    assert legend(predictions=False) == "boxes: cyan: class 1, magenta: class 2; orange: mask outline"
+
+
+def test_spec_derived_numbers():
+    # background [0, 1) plus contrast 0.2 -> [0, 1.2]; no noise: [0, 0.2]
+    assert task_spec("donuts_shape").intensity_range == (0.0, 1.2)
+    assert task_spec("donuts_shape", noise=False, contrast=0.5).intensity_range == (0.0, 0.5)
+    # 2 x the larger radius (20) + gap 2 = 42; 3D: 2 x 10 + 3 = 23
+    assert task_spec("circles_scale").min_centre_distance == 42.0
+    assert task_spec("circles_scale", 3, gap=3).min_centre_distance == 23.0
+    # a 64^2 image, margin 4: centres 4..59 (56 positions, span 55); step ceil(2 * 8 + 2) = 18 -> 55 // 18 + 1 = 4
+    # per axis, 16 in all; with gap 2.5 the step is 19: 55 // 19 + 1 = 3 -> 9
+    s = small_spec("donuts_shape", 2)
+    assert grid_capacity(s) == 16 and grid_capacity(dataclasses.replace(s, gap=2.5)) == 9
+    assert s.to_dict()["noise"] is True and s.to_dict()["shape"] == [64, 64] and s.to_dict()["radii"] == [8.0, 8.0]
+
+
+def test_with_overrides_and_from_dict_validate():
+    from toy_data.spec import with_overrides
+
+    s = small_spec("donuts_shape", 2)
+    t = with_overrides(s, margin=6, objects_per_image=2)
+    assert (t.margin, t.objects_per_image, t.shape) == (6, 2, (64, 64))
+    with pytest.raises(ValueError, match="margin must be an integer >= 0"):
+        with_overrides(s, margin=-2)
+    with pytest.raises(ValueError, match=r"unknown task spec field\(s\) \['colour'\]"):
+        toy_data.TaskSpec.from_dict({**s.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="give either size= or shape=, not both"):
+        task_spec("donuts_shape", size=64, shape=(64, 64))
+    with pytest.raises(ValueError, match="task='circles_scale' contradicts name='donuts_shape'"):
+        task_spec("donuts_shape", task="circles_scale")
+    assert task_spec("donuts_shape", task="donuts_shape", size=(48, 56)).shape == (48, 56)
+
+
+@pytest.mark.parametrize("cpus, expected", [(None, 1), (1, 1), (2, 1), (3, 2), (5, 4), (64, 4)])
+def test_automatic_workers_one_per_cpu_beyond_the_first_at_most_four(monkeypatch, cpus, expected):
+    from toy_data import generate as gen
+
+    monkeypatch.setattr(gen.os, "cpu_count", lambda: cpus)
+    assert gen.resolve_workers(None) == expected
+    assert gen.resolve_workers(3) == 3
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            gen.resolve_workers(bad)
+
+
+def test_default_chunk_is_about_8_mib_of_images():
+    from toy_data.generate import default_chunk
+
+    # 8 MiB / (4 bytes x 320^2) = 20.48 -> 20; 64^3: 8 MiB / 1 MiB = 8; tiny images: at most 256;
+    # images over 8 MiB: at least 1
+    assert default_chunk(task_spec("donuts_shape")) == 20
+    assert default_chunk(task_spec("donuts_shape", 3)) == 8
+    assert default_chunk(small_spec("donuts_shape", 2, size=16, margin=0, radii=(4.0, 4.0), hole_radius=1.0)) == 256
+    assert default_chunk(task_spec("donuts_shape", size=2048)) == 1
+
+
+@pytest.mark.parametrize("workers, pooled", [(1, False), (2, False), (3, True)])
+def test_iter_chunks_are_the_split_in_order(workers, pooled):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from toy_data.generate import iter_chunks
+
+    spec = small_spec("donuts_pattern", 2, size=24, margin=4, radii=(4.0, 4.0), hole_radius=1.0)
+    whole = generate_split(spec, 5, 23)
+    pool = ThreadPoolExecutor(2) if pooled else None
+    try:
+        chunks = list(iter_chunks(spec, 5, 23, workers=workers, chunk=5, pool=pool))
+    finally:
+        if pool:
+            pool.shutdown()
+    assert [len(c["labels"]) for c in chunks] == [5, 5, 5, 5, 3]
+    for key in whole:
+        assert np.concatenate([c[key] for c in chunks]).tobytes() == whole[key].tobytes(), key
+    assert list(iter_chunks(spec, 5, 0, workers=workers)) == []
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        list(iter_chunks(spec, 5, -1))
+
+
+class _SpyPool:
+    """A thread pool that records the first sample of every chunk submitted to it, and its shutdown."""
+
+    def __init__(self, workers):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool, self._max_workers, self.submitted, self.shut = ThreadPoolExecutor(workers), workers, [], False
+
+    def submit(self, fn, spec, seed, start, stop):
+        self.submitted.append(start)
+        return self._pool.submit(fn, spec, seed, start, stop)
+
+    def shutdown(self, **kwargs):
+        self.shut = True
+        self._pool.shutdown(**kwargs)
+
+
+@pytest.mark.parametrize("workers, given_pool, window", [(2, None, 4), (1, 3, 6), (3, 2, 6)])
+def test_iter_chunks_keeps_at_most_two_chunks_per_worker_in_flight(monkeypatch, workers, given_pool, window):
+    # the window is 2 x the larger of `workers` and the pool's threads: that many chunks are
+    # submitted before the first is handed out, then one more per chunk handed out
+    from toy_data import generate as gen
+
+    spec = small_spec("circles_scale", 2, size=24, margin=4, radii=(3.0, 4.0))
+    own = _SpyPool(workers)
+    monkeypatch.setattr(gen, "make_pool", lambda w: own if w == workers else pytest.fail(f"pool of {w}"))
+    pool = _SpyPool(given_pool) if given_pool else None
+    spy = pool or own
+    it = gen.iter_chunks(spec, 1, 20, workers=workers, chunk=2, pool=pool)
+    first = next(it)
+    assert spy.submitted == list(range(0, 2 * window + 2, 2)) and first["labels"].shape == (2, 1)
+    rest = list(it)
+    assert spy.submitted == list(range(0, 20, 2)) and len(rest) == 9
+    assert np.concatenate([first["boxes"], *(c["boxes"] for c in rest)]).tobytes() == (
+        generate_split(spec, 1, 20)["boxes"].tobytes())
+    # a pool of its own is shut down at the end; a given one is left to its owner
+    assert spy.shut == (pool is None)
+    if pool:
+        pool.shutdown()
