@@ -144,6 +144,68 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "cuda_rng is None either way"),
     (r"training\.engine\.x.Trainer.validate__", r"^\s*None,$", "the device predict_images moves the batch to: "
      "on the CPU-only test machine `.to(None)` and `.to(cpu)` are the same (it matters only with CUDA)"),
+    # evaluation (ap.py, matching.py, froc.py, metrics.py, per_case.py)
+    (r"^retina_unet\.evaluation\.", r"\.reshape\(-2\)", "numpy (2.4) reads any negative size as the one unknown "
+     "dimension: reshape(-2) is reshape(-1)"),
+    (r"^retina_unet\.evaluation\.", r'kind="(MERGESORT|STABLE)"', "numpy reads the sort kind case-insensitively "
+     "(from its first letter): the same sort"),
+    (r"^retina_unet\.evaluation\.", r"\.astype\(None\)$|^\s*raw = raw\.astype\(None\)$", "astype(None) is "
+     "astype(float64) in numpy"),
+    (r"ap\.x__nanmean__", r"not np\.isnan\(x\)\], (dtype=None)?\)$", "the values are Python floats (the APs, or "
+     "None, which is filtered out): numpy makes float64 either way"),
+    (r"ap\.x_average_precision__", r"if n_gt < 0:|float\(\"NAN\"\)", "with n_gt 0, interpolated_precision returns "
+     "NaN everywhere itself, so the mean is NaN either way; float() parses 'NAN' as 'nan'"),
+    (r"ap\.x_interpolated_precision__", r"np\.finfo\(None\)\.tiny", "np.finfo(None) is float64's (deprecated, "
+     "same value)"),
+    (r"ap\.x_interpolated_precision__", r"searchsorted\(recall, RECALL_POINTS, \)$", "side='left' is "
+     "searchsorted's default"),
+    (r"ap\.x_interpolated_precision__", r"precision\[np\.minimum\(idx, recall\.size - 2\)\]", "only changes an "
+     "index equal to size - 1 (larger ones are masked by the where): that is reached only when the last ranked "
+     "prediction is the first to reach its recall, i.e. a TP, and a TP's precision is >= the one ranked before "
+     "it, so the monotone precision at size - 2 equals that at size - 1 (a single prediction: index -1 is 0)"),
+    (r"ap\.x_patient_level_ap__", r"image_scores = np\.asarray\(image_scores, (None)?\)$", "the scores are only "
+     "compared with 0 (by value, in any dtype) and ranked by average_precision, which converts them to float64"),
+    (r"ap\.x_evaluate_detections__", r"np\.array\(img_labels, (None)?\)\)$", "img_labels is a list of Python "
+     "bools: numpy makes a bool array either way"),
+    (r"ap\.x_evaluate_detections__", r"if matches else np\.zeros\(1\)$", "reached only with no images, where "
+     "n_gt is 0 and the AP is NaN before the scores are read"),
+    (r"froc\.x_froc_curve__", r"np\.argsort\(-scores, (kind=None)?\)$", "only the cumulative counts at the last "
+     "prediction of each group of equal scores are kept, and they do not depend on the order within a group"),
+    (r"froc\.x_sensitivity_at__", r"fpi = np\.asarray\(fp_per_image, (dtype=None)?\)$|"
+     r"rates = np\.asarray\(rates, (dtype=None)?\)\.reshape\(-1\)$", "the rates and the curve's FPs per image are "
+     "only compared (rates < 0, searchsorted), which numpy does by value across integer and float dtypes"),
+    (r"matching\.x__as_boxes__", r"np\.asarray\(boxes, (dtype=None)?\) if not torch", "the next line converts to "
+     "float64 anyway (.to('cpu', torch.float64)): a float64 list stays float64, float32 / integer arrays convert "
+     "exactly either way"),
+    (r"matching\.x__as_boxes__", r"t\.detach\(\)\.to\((None, )?torch\.float64\)$", "on the CPU-only test machine "
+     "every tensor is on the CPU already: the device argument changes nothing (it matters only with CUDA)"),
+    (r"matching\.x__as_boxes__", r"^\s*return t\.reshape\(0, (width or 5)?\)$", "the width of an empty box array "
+     "is never read: with no predictions or no ground truth match_image_class returns before comparing widths or "
+     "computing IoUs"),
+    (r"matching\.x_match_image_class__", r"pb = _as_boxes\(pred_boxes, (None|gt\.shape\[1\] if \(gt\.numel\(\)\) "
+     r"(and False|or True) else None)?\)$", "the width given for empty predictions is never read (match_image_class "
+     "returns before comparing widths when there are no predictions or no ground truth)"),
+    (r"matching\.x__class_gt__", r"^\s*return boxes\.reshape\(0, ", "the width of the empty ground truth is never "
+     "read: _as_boxes makes any empty array (0, 4) and match_image_class returns before using it"),
+    (r"matching\.x_match_image_class__", r"np\.full\(n_pred, -1, (dtype=None)?\)$", "np.full with an int fill "
+     "value makes int64 already"),
+    (r"matching\.x_match_image_class__", r"iou\[p\] >= iou_threshold\), iou\[p\], -1\.0\)", "an IoU exactly at "
+     "the threshold never wins: the argmax takes a higher candidate if there is one, and `cand[g] > "
+     "iou_threshold` rejects it otherwise"),
+    (r"matching\.x_match_image_class__", r"iou\[p\] > iou_threshold\), iou\[p\], -2\.0\)|if cand\[g\] >= "
+     r"iou_threshold:", "cand holds IoUs above the threshold, or a filler below every threshold in use (IoU "
+     "thresholds are >= 0): -1 or -2 both lose the argmax and fail the test, and cand[g] never equals the threshold"),
+    (r"matching\.x_match_dataset__", r"zip\(predictions, targets, (strict=(None|False))?\)", "the lengths are "
+     "checked equal just above (ValueError), so strict changes nothing"),
+    (r"metrics\.x__clean_list__", r"np\.asarray\(values, (dtype=None)?\)\]$", "every caller passes float arrays "
+     "or lists of floats, and float() is applied to each value anyway"),
+    (r"metrics\.x_detection_metrics__", r"RECALL_POINTS\.round\(3\)", "the 101 recall points i / 100 round to the "
+     "same floats at 2 and 3 decimals"),
+    (r"per_case\.x__labels__", r"reshape\(-1\)\.astype\(None\)$", "float labels instead of int64: they are only "
+     "compared with class numbers and printed through int()"),
+    (r"per_case\.x_per_case_rows__", r"np\.asarray\(boxes\[m\.index\[k\]\], (None)?\)\)", "the box is printed "
+     "with :g (6 significant digits of the value as a Python float): float32 -> float64 is exact, and integers "
+     "print the same"),
     # toy_data_io (storage.py, cli.py, preview.py)
     (r"toy_data\.storage\.x__check_sha__", r"f\.read\(None\)", "reading the file in one block instead of 16 MiB "
      "blocks: the same bytes reach the hash (only memory differs)"),

@@ -226,3 +226,133 @@ def test_cross_check_against_monai_coco_metric():
             assert ours["ap"][cls] == pytest.approx(monai_res[key], abs=1e-6), (trial, cls)
             checked += 1
     assert checked >= 6
+
+
+# --- sharper hand cases: input types and shapes, empty inputs, every field, error messages ----------
+
+
+def test_scores_and_flags_of_any_dtype_or_shape_rank_by_value():
+    # unsigned scores rank by value (negating a uint8 0 / 3 would wrap): the TP (3) comes first -> AP 1
+    assert average_precision(np.array([0, 3], np.uint8), np.array([False, True]), 1) == 1.0
+    # 0/1 integer flags: FP then TP -> precision 1/2 at recall 1 -> AP 0.5
+    assert average_precision([0.9, 0.8], [0, 1], 1) == pytest.approx(0.5)
+    # TP FP TP with 2 objects (the patient hand case): columns and rows give the flat answer
+    expected = (51 * 1.0 + 50 * (2 / 3)) / 101
+    assert average_precision(np.array([[0.9], [0.8], [0.3]]), np.array([[True, False, True]]), 2) == pytest.approx(
+        expected)
+
+
+def test_interpolated_precision_without_ground_truth_is_nan_everywhere():
+    from retina_unet.evaluation import interpolated_precision
+
+    for scores, is_tp in (([], []), ([0.9], [False])):
+        p = interpolated_precision(np.asarray(scores, np.float64), np.asarray(is_tp, bool), 0)
+        assert p.shape == (101,) and np.isnan(p).all()
+    assert interpolated_precision(np.zeros(0), np.zeros(0, bool), 2).tolist() == [0.0] * 101
+
+
+def test_patient_level_ap_takes_any_truthy_flag():
+    # image_has_class as object counts (2, 0, 1): 2 positive images, not 3 objects -> the hand case's AP
+    ap = patient_level_ap(np.array([0.9, 0.8, 0.3]), np.array([2, 0, 1]))
+    assert ap == pytest.approx((51 * 1.0 + 50 * (2 / 3)) / 101)
+
+
+def test_evaluate_detections_every_field():
+    # the one-FP-above-the-TP case at non-default thresholds (IoU 1 > 0.2, scores > 0.05): class 1 AP 0.5;
+    # patient level: image B (0.9, no object) above image A (0.5, object) -> 0.5; class 2: nothing
+    preds = [_pred([BOX], [0.5], [1]), _pred([[50, 50, 60, 60]], [0.9], [1])]
+    tgts = [_tgt([BOX], [1]), _tgt([], [])]
+    res = evaluate_detections(preds, tgts, 2, iou_threshold=0.2, score_threshold=0.05)
+    assert res == {"ap": {1: 0.5, 2: None}, "patient_ap": {1: 0.5, 2: None}, "n_gt": {1: 1, 2: 0},
+                   "n_tp": {1: 1, 2: 0}, "n_fp": {1: 1, 2: 0}, "mAP": 0.5, "patient_mAP": 0.5, "n_images": 2,
+                   "iou_threshold": 0.2, "score_threshold": 0.05}
+    # no class with ground truth: no AP is defined, the means are None (not NaN)
+    res = evaluate_detections([_pred([BOX], [0.9], [1])], [_tgt([], [])], 2)
+    assert res["mAP"] is None and res["patient_mAP"] is None and res["patient_ap"] == {1: None, 2: None}
+    # no images at all: nothing defined, nothing counted
+    assert evaluate_detections([], [], 2) == {
+        "ap": {1: None, 2: None}, "patient_ap": {1: None, 2: None}, "n_gt": {1: 0, 2: 0}, "n_tp": {1: 0, 2: 0},
+        "n_fp": {1: 0, 2: 0}, "mAP": None, "patient_mAP": None, "n_images": 0, "iou_threshold": 0.1,
+        "score_threshold": 0.1}
+    with pytest.raises(ValueError, match=r"^2 predictions but 1 targets$"):
+        evaluate_detections(preds, tgts[:1], 2)
+
+
+def test_match_image_class_every_field():
+    # objects A = BOX and B = [50, 50, 60, 60]; predictions (input order): 0.3 at BOX (duplicate, FP),
+    # 0.9 at [10, 10, 30, 20] (IoU 200 / 400 = 0.5 with A: TP of A), 0.6 at [50, 50, 60, 52.5]
+    # (IoU 25 / 100 = 0.25 with B: TP of B), 0.2 far away (FP)
+    m = match_image_class([BOX, [10.0, 10, 30, 20], [50.0, 50, 60, 52.5], [80.0, 80, 90, 90]],
+                          [0.3, 0.9, 0.6, 0.2], [BOX, [50.0, 50, 60, 60]])
+    assert m.scores.tolist() == [0.9, 0.6, 0.3, 0.2] and m.index.tolist() == [1, 2, 0, 3]
+    assert m.is_tp.tolist() == [True, True, False, False] and m.matched_gt.tolist() == [0, 1, -1, -1]
+    assert m.pred_best_iou.tolist() == [0.5, 0.25, 1.0, 0.0] and m.gt_best_iou.tolist() == [1.0, 0.25]
+    assert (m.n_gt, m.n_tp, m.n_fp, m.n_missed) == (2, 2, 2, 0)
+    # no prediction: the objects are missed, their best IoU is 0
+    m = match_image_class(np.zeros((0, 4)), np.zeros(0), [BOX, [50.0, 50, 60, 60]])
+    assert m.gt_best_iou.tolist() == [0.0, 0.0] and m.n_missed == 2 and m.matched_gt.tolist() == []
+    # no box at all, in any empty shape
+    m = match_image_class(np.zeros(0), np.zeros(0), [])
+    assert (m.n_gt, m.scores.tolist(), m.gt_best_iou.tolist()) == (0, [], [])
+
+
+def test_match_image_class_input_types():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    # tensors straight from a model (requiring grad) are read without complaint
+    m = match_image_class(torch.tensor([BOX], requires_grad=True), torch.tensor([0.9], requires_grad=True),
+                          torch.tensor([BOX]))
+    assert m.n_tp == 1
+    # boxes as Python lists are read in float64: IoU 0.100000005 matches, a float32 reading (1.0) would not
+    assert match_image_class([[0.0, 0.0, 10.0, 1.00000005]], [0.9], [[0.0, 0.0, 10.0, 10.0]]).n_tp == 1
+    # float32 boxes: IoUs reported in float64
+    m = match_image_class(torch.tensor([[0.0, 0.0, 10.0, 5.0]]), torch.tensor([0.9]), gt.numpy().astype(np.float64))
+    assert m.pred_best_iou.dtype == np.float64 and m.gt_best_iou.dtype == np.float64
+    assert m.pred_best_iou.tolist() == [0.5]
+    # integer scores compare as numbers: 0 is dropped at the default threshold, kept below -0.5
+    assert match_image_class([BOX, BOX], np.array([0, 2]), [BOX]).scores.tolist() == [2.0]
+    m = match_image_class([BOX, BOX], np.array([0, 2]), [BOX], score_threshold=-0.5)
+    assert m.scores.tolist() == [2.0, 0.0] and m.is_tp.tolist() == [True, False]
+    # scores as a column: flattened
+    m = match_image_class([[80.0, 80, 90, 90], BOX], torch.tensor([[0.3], [0.9]]), [BOX])
+    assert m.index.tolist() == [1, 0] and m.is_tp.tolist() == [True, False]
+
+
+def test_match_image_class_ties_keep_the_input_order():
+    # 20 duplicates of the object, scores in 4 tied groups: ranked by score, ties by input position
+    # (a stable sort); the first of the highest group is the TP
+    scores = [(i * 7 % 4 + 1) / 4 for i in range(20)]
+    m = match_image_class([BOX] * 20, scores, [BOX])
+    expected = sorted(range(20), key=lambda i: -scores[i])
+    assert m.index.tolist() == expected and m.index[0] == 1 and m.is_tp.tolist() == [True] + [False] * 19
+
+
+def test_match_image_class_error_messages():
+    with pytest.raises(ValueError, match=r"^boxes must have shape \(N, 4\) or \(N, 6\), got \(1, 5\)$"):
+        match_image_class([[0.0, 0, 1, 1, 1]], [0.9], [BOX])
+    with pytest.raises(ValueError, match=r"^predicted boxes are 2D but ground truth is 3D$"):
+        match_image_class([BOX], [0.9], [[0.0, 0, 0, 10, 10, 10]])
+    with pytest.raises(ValueError, match=r"^2 predicted boxes but 3 scores$"):
+        match_image_class([BOX, BOX], [0.9, 0.8, 0.7], [BOX])
+
+
+def test_match_dataset_defaults_shapes_and_errors():
+    from retina_unet.evaluation.matching import match_dataset
+
+    # default thresholds 0.1: IoU 0.15 and score 0.15 are a TP
+    pred = {"boxes": np.array([[0.0, 0, 10, 1.5]]), "scores": np.array([0.15]), "labels": np.array([1])}
+    tgt = {"boxes": np.array([[0.0, 0, 10, 10]]), "labels": np.array([1])}
+    assert match_dataset([pred], [tgt], 1)[0].is_tp.tolist() == [True]
+    # labels as columns, scores as a row, tensors that require grad: read as flat lists
+    pred = {"boxes": torch.tensor([[80.0, 80, 90, 90], BOX, BOX], requires_grad=True),
+            "scores": torch.tensor([[0.8, 0.9, 0.7]], requires_grad=True), "labels": torch.tensor([[1], [1], [2]])}
+    tgt = {"boxes": torch.tensor([BOX, BOX]), "labels": torch.tensor([[2], [1]])}
+    m1, m2 = match_dataset([pred], [tgt], 1)[0], match_dataset([pred], [tgt], 2)[0]
+    assert m1.index.tolist() == [1, 0] and m1.is_tp.tolist() == [True, False] and m1.matched_gt.tolist() == [0, -1]
+    assert m2.index.tolist() == [2] and m2.is_tp.tolist() == [True] and m2.n_gt == 1
+    with pytest.raises(ValueError, match=r"^2 predictions but 1 targets$"):
+        match_dataset([pred, pred], [tgt], 1)
+    # a prediction with a label and a score but no box, and a target whose box is malformed: told so
+    with pytest.raises(ValueError, match=r"^0 predicted boxes but 1 scores$"):
+        match_dataset([{"boxes": np.zeros((0, 4)), "scores": np.array([0.9]), "labels": np.array([1])}], [tgt], 1)
+    with pytest.raises(ValueError, match=r"^boxes must have shape \(N, 4\) or \(N, 6\), got \(1, 1\)$"):
+        match_dataset([pred], [{"boxes": np.zeros((1, 1)), "labels": np.array([1])}], 1)

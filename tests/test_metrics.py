@@ -341,3 +341,84 @@ def test_iou_grid_accepts_only_thresholds_in_zero_one():
         with pytest.raises(ValueError, match=r"^iou grid must be a non-empty list of thresholds in \[0, 1\), got "
                            + re.escape(str(bad)) + "$"):
             detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 1, grid=bad)
+
+
+# --- sharper hand cases: every key, empty classes, inputs of other dtypes and shapes, messages ---------
+
+
+def test_every_class_key_and_the_classes_without_objects():
+    # the FROC case with 2 classes: class 2 has neither objects nor predictions -> None everywhere
+    m = detection_metrics(*_froc_case(), num_classes=2)
+    assert m["ap_by_iou"]["0.1"] == {"1": pytest.approx(47.2 / 101), "2": None, "mAP": pytest.approx(47.2 / 101)}
+    assert set(m["froc"]) == set(m["operating_point"]) == set(m["curves"]["froc"]["sensitivity"]) == {"1", "2", "all"}
+    assert set(m["curves"]["pr"]["precision"]["0.1"]) == {"1", "2"}
+    assert m["curves"]["pr"]["precision"]["0.1"]["2"] == [None] * 101
+    assert m["coco_style"]["ap"] == {"1": pytest.approx(m["coco_style"]["mAP"]), "2": None}
+    # no objects at all: every AP and every mean is None (not NaN)
+    m = detection_metrics([_img([FAR], [0.9], [1])], [_gt([], [])], 2)
+    assert m["ap_by_iou"]["0.1"] == {"1": None, "2": None, "mAP": None}
+    assert m["coco_style"]["mAP"] is None and m["coco_standard"]["mAP"] is None
+    assert m["paper"]["mAP"] is None and m["paper"]["patient_mAP"] is None
+
+
+def test_pr_curve_is_rounded_to_four_decimals():
+    # one image, objects at GT and FAR; ranked: TP (GT) 0.9, FP 0.8, TP (FAR) 0.3 -> precision 1, 1/2,
+    # 2/3, monotone 1, 2/3, 2/3; recall 1/2 at the first TP: 51 points at 1, 50 points at 0.6667
+    preds = [_img([GT, [20.0, 20, 30, 30], FAR], [0.9, 0.8, 0.3], [1, 1, 1])]
+    m = detection_metrics(preds, [_gt([GT, FAR], [1, 1])], 1)
+    assert m["curves"]["pr"]["precision"]["0.1"]["1"] == [1.0] * 51 + [0.6667] * 50
+    assert m["curves"]["pr"]["recall"][:3] == [0.0, 0.01, 0.02] and m["curves"]["pr"]["recall"][-1] == 1.0
+    assert m["ap_by_iou"]["0.1"]["1"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+
+
+def test_coco_standard_block_by_hand():
+    # IoU 0.45: a TP nowhere on 0.5:0.95 -> 0; IoU 0.72: TP at 0.5 .. 0.7 (5 of 10) -> 0.5
+    gt = [0.0, 0.0, 10.0, 10.0]
+    for side, expected in ((4.5, 0.0), (7.2, 0.5)):
+        m = detection_metrics([_img([[0.0, 0.0, 10.0, side]], [0.9], [1])], [_gt([gt], [1])], 1)
+        assert m["coco_standard"] == {"grid": list(COCO_IOU_GRID), "ap": {"1": pytest.approx(expected)},
+                                      "mAP": pytest.approx(expected)}
+
+
+def test_detection_metrics_settings_and_messages():
+    # score_threshold 0 is allowed: a 0.05 prediction then counts
+    m = detection_metrics([_img([GT], [0.05], [1])], [_gt([GT], [1])], 1, score_threshold=0.0)
+    assert m["paper"]["ap"]["1"] == 1.0 and m["score_threshold"] == 0.0
+    with pytest.raises(ValueError, match=r"^num_classes must be >= 1, got 0$"):
+        detection_metrics([_img([GT], [0.9], [1])], [_gt([GT], [1])], 0)
+    with pytest.raises(ValueError, match=r"^targets is empty: nothing to evaluate$"):
+        detection_metrics([], [], 1)
+
+
+def test_pooled_of_no_images():
+    from retina_unet.evaluation.metrics import pooled
+
+    scores, is_tp, n_gt = pooled([])
+    assert scores.dtype == np.float64 and scores.shape == (0,) and is_tp.dtype == bool and is_tp.shape == (0,)
+    assert n_gt == 0 and type(n_gt) is int
+
+
+def test_froc_inputs_of_other_dtypes_and_shapes():
+    # uint8 scores rank by value (0 below 3, not a wrapped 0 above it): TP (3) first, then FP (0)
+    fpi, sens, thr = froc_curve(np.array([0, 3], np.uint8), [False, True], n_gt=1, n_images=1)
+    assert fpi.tolist() == [0.0, 0.0, 1.0] and sens.tolist() == [0.0, 1.0, 1.0] and thr.tolist() == [np.inf, 3.0, 0.0]
+    # columns and rows: flattened (the hand case's first three: TP, FP, FP over 4 images)
+    fpi, sens, _ = froc_curve(np.array([[0.9], [0.8], [0.7]]), np.array([[1, 0, 0]]), n_gt=3, n_images=4)
+    assert fpi.tolist() == [0, 0, 0.25, 0.5] and sens.tolist() == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3])
+    # no ground truth: sensitivity NaN throughout (float), whatever is_tp says
+    fpi, sens, _ = froc_curve([0.9, 0.5], [True, False], n_gt=0, n_images=2)
+    assert fpi.tolist() == [0.0, 0.0, 0.5] and sens.dtype == np.float64 and np.isnan(sens).all()
+    with pytest.raises(ValueError, match=r"^scores \(2,\) and is_tp \(1,\) must have the same shape$"):
+        froc_curve([0.9, 0.5], [True], 1, 1)
+    # one rate gives a (1,) array; integer sensitivities come back as float64
+    at = sensitivity_at(np.array([0.0, 1.0]), np.array([0, 1]), 0.5)
+    assert at.shape == (1,) and at.dtype == np.float64 and at.tolist() == [0.0]
+    assert sensitivity_at([0, 1], [0, 1], [1, 2]).tolist() == [1.0, 1.0]
+
+
+def test_per_case_rows_labels_as_columns():
+    # target labels given as a (G, 1) column: read as the flat list
+    preds = [_img([GT], [0.9], [1])]
+    flat = per_case_rows(preds, [_gt([GT, FAR], [1, 2])], 2)
+    col = per_case_rows(preds, [{"boxes": np.array([GT, FAR]), "labels": np.array([[1], [2]])}], 2)
+    assert col == flat and flat[0][0]["gt_found"] == "1;0"
