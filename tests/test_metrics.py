@@ -422,3 +422,139 @@ def test_per_case_rows_labels_as_columns():
     flat = per_case_rows(preds, [_gt([GT, FAR], [1, 2])], 2)
     col = per_case_rows(preds, [{"boxes": np.array([GT, FAR]), "labels": np.array([[1], [2]])}], 2)
     assert col == flat and flat[0][0]["gt_found"] == "1;0"
+
+
+# --- the metrics folder, its summary and its figures ----------------------------------------------------
+
+
+def test_summary_lines_hand_case():
+    # the FROC case (class 2 without objects): AP 47.2/101 = 0.467 at every IoU (the TPs are exact, IoU 1);
+    # patient level: images 0 (0.9) and 1 (0.7) have the object, image 3 (0.6) not, image 2 has no
+    # prediction -> precision 1 up to recall 2/3: 67/101 = 0.663; CPM 11/21 = 0.524
+    from retina_unet.evaluation.export import summary_lines
+
+    m = detection_metrics(*_froc_case(), num_classes=2)
+    assert summary_lines(m) == [
+        "mAP (IoU > 0.1): 0.467  per class 1: 0.467, 2: n/a",
+        "COCO-style mAP (IoU 0.1:0.5, 5 thresholds): 0.467; standard COCO grid 0.5:0.95: 0.467",
+        "mAP by IoU: >0.1: 0.467, >0.2: 0.467, >0.3: 0.467, >0.4: 0.467, >0.5: 0.467, >0.75: 0.467",
+        "patient-level mAP: 0.663",
+        "CPM (all classes): 0.524; sensitivity at 0.125: 0.333, 0.25: 0.333, 0.5: 0.333, 1: 0.667, 2: 0.667, "
+        "4: 0.667, 8: 0.667 FPs/image",
+    ]
+    none = detection_metrics([_img([FAR], [0.9], [1])], [_gt([], [])], 1)
+    assert summary_lines(none)[0] == "mAP (IoU > 0.1): n/a  per class 1: n/a"
+    assert summary_lines(none)[3:] == ["patient-level mAP: n/a", "CPM (all classes): n/a; sensitivity at 0.125: n/a, "
+                                       "0.25: n/a, 0.5: n/a, 1: n/a, 2: n/a, 4: n/a, 8: n/a FPs/image"]
+
+
+def test_write_metrics_passes_its_settings_on(tmp_path):
+    preds, tgts = _froc_case()
+    kw = dict(iou_threshold=0.3, score_threshold=0.35, grid=[0.3, 0.6], fp_rates=(0.5, 2.0))
+    m = write_metrics(tmp_path / "m", preds, tgts, 2, **kw)
+    expected = detection_metrics(preds, tgts, 2, **kw)
+    assert {k: v for k, v in m.items() if k not in ("meta", "files")} == expected
+    assert m["meta"] == {"label": "run", "definitions": "docs/metrics.md"}
+    assert m["files"] == ["metrics.json", "per_case.csv", "detections.csv", "pr.png", "froc.png"]
+    cases, dets = per_case_rows(preds, tgts, 2, iou_threshold=0.3, score_threshold=0.35)
+    with open(tmp_path / "m" / "per_case.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["case", "n_gt", "gt_classes", "gt_found", "gt_best_iou", "n_found", "n_missed",
+                                     "all_found", "n_det", "n_tp", "n_fp", "best_iou", "top_class", "top_score",
+                                     "score_c1", "score_c2"]
+        assert list(reader) == [{k: str(v) for k, v in c.items()} for c in cases]
+    with open(tmp_path / "m" / "detections.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["case", "rank", "class", "score", "tp", "iou", "matched_gt", "box"]
+        # scores > 0.35: 0.9 (TP), 0.8, 0.7, 0.6 (FPs); 0.4 is kept too (TP of image 1)
+        assert [(r["case"], r["score"], r["tp"]) for r in reader] == [
+            ("0", "0.9", "1"), ("0", "0.8", "0"), ("1", "0.7", "0"), ("1", "0.4", "1"), ("3", "0.6", "0")]
+    assert len(dets) == 5
+
+
+def _figures(monkeypatch):
+    """Capture every figure the plots module saves: [(figure, path, dpi)] (the files are still written)."""
+    import retina_unet.atomic_io as atomic_io
+
+    seen, real = [], atomic_io.save_figure_atomic
+
+    def spy(fig, path, dpi=80):
+        seen.append((fig, path, dpi))
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(atomic_io, "save_figure_atomic", spy)
+    return seen
+
+
+def test_pr_figure_shows_each_run_and_class(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    from retina_unet.evaluation.plots import plot_pr
+
+    seen = _figures(monkeypatch)
+    a = detection_metrics(*_froc_case(), num_classes=2)
+    b = detection_metrics([_img([GT], [0.9], [1]), _img([], [], []), _img([], [], []), _img([], [], [])],
+                          _froc_case()[1], 2)
+    assert plot_pr({"a": a, "b": b}, tmp_path / "pr.png") == tmp_path / "pr.png"
+    assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig, path, _), = seen
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["class 1", "class 2"] and path == tmp_path / "pr.png"
+    assert [ax.get_xlabel() for ax in axes] == ["recall", "recall"] and axes[0].get_ylabel() == "precision (monotone)"
+    for ax in axes:
+        assert ax.get_xlim()[0] == 0 and 1 <= ax.get_xlim()[1] <= 1.05
+        assert ax.get_ylim()[0] == 0 and 1 <= ax.get_ylim()[1] <= 1.05
+    # per run: the primary threshold solid, IoU 0.75 dashed; one colour per run
+    lines = axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["a, IoU>0.1: AP 0.467", "a, IoU>0.75: AP 0.467",
+                                                "b, IoU>0.1: AP 0.337", "b, IoU>0.75: AP 0.337"]
+    assert [ln.get_linestyle() for ln in lines] == ["-", "--", "-", "--"]
+    colours = [to_hex(ln.get_color()) for ln in lines]
+    assert colours[0] == colours[1] != colours[2] == colours[3]
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [ln.get_label() for ln in lines]
+    assert lines[0].get_xdata().tolist() == a["curves"]["pr"]["recall"]
+    assert lines[0].get_ydata().tolist() == a["curves"]["pr"]["precision"]["0.1"]["1"]
+    assert lines[3].get_ydata().tolist() == b["curves"]["pr"]["precision"]["0.75"]["1"]
+    # class 2 has no objects: n/a, drawn as NaN
+    assert axes[1].get_lines()[0].get_label() == "a, IoU>0.1: AP n/a"
+    assert np.isnan(axes[1].get_lines()[0].get_ydata()).all()
+    assert fig._suptitle.get_text() == "precision-recall, score > 0.1, 4 images"
+    # only the primary threshold when asked, or when it is 0.75 itself
+    seen.clear()
+    plot_pr({"a": a}, tmp_path / "pr1.png", second_iou=None)
+    plot_pr({"a": detection_metrics(*_froc_case(), num_classes=2, iou_threshold=0.75)}, tmp_path / "pr2.png")
+    assert [[ln.get_label() for ln in f.axes[0].get_lines()] for f, _, _ in seen] == [
+        ["a, IoU>0.1: AP 0.467"], ["a, IoU>0.75: AP 0.467"]]
+    with pytest.raises(ValueError, match="^metrics must map at least one run label to a detection_metrics dict$"):
+        plot_pr({}, tmp_path / "x.png")
+
+
+def test_froc_figure_shows_each_run_class_and_all(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    from retina_unet.evaluation.metrics import FROC_CURVE_RATES
+    from retina_unet.evaluation.plots import plot_froc
+
+    seen = _figures(monkeypatch)
+    a = detection_metrics(*_froc_case(), num_classes=2)
+    b = detection_metrics(*_froc_case(), num_classes=2, score_threshold=0.5)
+    assert plot_froc({"a": a, "b": b}, tmp_path / "froc.png") == tmp_path / "froc.png"
+    (fig, _, _), = seen
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["class 1", "class 2", "all classes"]
+    assert all(ax.get_xscale() == "log" and ax.get_xlabel() == "false positives per image" for ax in axes)
+    assert axes[0].get_ylabel() == "sensitivity" and all(ax.get_ylim()[0] == 0 for ax in axes)
+    assert [t.get_text() for t in axes[2].get_xticklabels()] == ["1/8", "1/4", "1/2", "1", "2", "4", "8"]
+    assert axes[2].get_xticks().tolist() == list(FROC_FP_RATES)
+    assert [t.get_text() for t in axes[2].get_legend().get_texts()] == ["a: CPM 0.524", "b: CPM 0.333"]
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["a: CPM n/a", "b: CPM n/a"]
+    step, dots, step_b, _ = axes[2].get_lines()
+    assert step.get_drawstyle() == "steps-post" and step.get_xdata().tolist() == list(FROC_CURVE_RATES)
+    assert step.get_ydata().tolist() == a["curves"]["froc"]["sensitivity"]["all"]
+    assert dots.get_marker() == "o" and dots.get_linestyle() == "None"
+    assert dots.get_xdata().tolist() == list(FROC_FP_RATES) and dots.get_ydata().tolist() == pytest.approx(
+        [1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3])
+    assert to_hex(step.get_color()) == to_hex(dots.get_color()) != to_hex(step_b.get_color())
+    assert fig._suptitle.get_text() == "FROC at IoU > 0.1, score > 0.1, 4 images"
+    with pytest.raises(ValueError, match="^metrics must map at least one run label"):
+        plot_froc({}, tmp_path / "x.png")
