@@ -206,6 +206,36 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"per_case\.x_per_case_rows__", r"np\.asarray\(boxes\[m\.index\[k\]\], (None)?\)\)", "the box is printed "
      "with :g (6 significant digits of the value as a Python float): float32 -> float64 is exact, and integers "
      "print the same"),
+    # toy_data (generate.py, spec.py, palette.py, reference.py)
+    (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
+     "sequences have one entry per axis each: strict changes nothing"),
+    (r"generate\.x__squared_distances__", r"np\.arange\(sl\.start, sl\.stop, (dtype=None)?\)|\[-2 if a == axis",
+     "np.arange of Python ints is int64 already; numpy reads any negative size as the unknown one"),
+    (r"generate\.x__fill_sample__", r"if hole >= 0:", "with hole 0 the hole test d2 < 0 is never true: the "
+     "lit and mask pixels are the disc either way"),
+    (r"reference\.x_generate_sample_loop__", r"spec\.hole_radius >= 0 and", "with hole_radius 0, d2 < 0 is never "
+     "true: no pixel is in the hole either way"),
+    (r"generate\.x__fill_sample__", r"boxes\[j, axis\] = lo\[axis\] - hit\[0\]", "hit[0] is always 0: the window "
+     "starts at the object's first pixel on each axis (|offset| <= ceil(r) - 1 < r along the axis through the "
+     "centre, or the clipped border), so lo + 0 == lo - 0"),
+    (r"generate\.x__window__", r"reach = math\.ceil\(radius\) \+ 1|int\(c\) \+ reach \+ 2, n\)", "a larger window "
+     "holds no more object pixels (the disc test decides), and the boxes are computed from the window's start plus "
+     "the first object pixel in it: the same pixels and boxes, only more work"),
+    (r"reference\.x_generate_sample_loop__", r"np\.asarray\(rng\.integers\(1, 3, size=k\), (None)?\)$",
+     "Generator.integers returns int64 already"),
+    (r"reference\.x_generate_sample_loop__", r"hi = \[\[(\+1|-2)\] \* d", "the initial upper bound is "
+     "replaced by max(hi, p + 1) >= 1 at the object's first pixel, and every object has pixels"),
+    (r"reference\.x_generate_sample_loop__", r"^\s*break$", "leaves the loop over the other objects at a pixel "
+     "inside this object's hole: objects never overlap, so no other object has that pixel"),
+    (r"generate\.x_resolve_workers__", r"\(os\.cpu_count\(\) or 2\) - 1", "cpu_count() None: min(4, 1) and "
+     "max(1, 0) are both 1"),
+    (r"spec\.x__validate__", r"isinstance\(s\.task, str\)\) or True else|else 'XX\?XX'", "_validate rejects a task "
+     "that is not one of TASKS (strings) before it builds any of these messages: the '?' branch is unreachable"),
+    (r"spec\.x__validate__", r"if s\.objects_per_image >= 1:", "with one object the capacity check cannot fail: "
+     "grid_capacity is >= 1 once the margin check passed"),
+    (r"spec\.xǁTaskSpecǁ__post_init____", r'"(XXradiiXX|RADII)", tuple\(self\.radii\)|'
+     r"tuple\(self\.radii\) if (\(_is_seq\(self\.radii\)\) and False|_is_seq\(None\)) else", "_validate stores "
+     "radii as a tuple of floats itself (after checking it is a list or tuple of two numbers)"),
     # toy_data_io (storage.py, cli.py, preview.py)
     (r"toy_data\.storage\.x__check_sha__", r"f\.read\(None\)", "reading the file in one block instead of 16 MiB "
      "blocks: the same bytes reach the hash (only memory differs)"),

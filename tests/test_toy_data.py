@@ -501,3 +501,138 @@ def test_iter_chunks_keeps_at_most_two_chunks_per_worker_in_flight(monkeypatch, 
     assert spy.shut == (pool is None)
     if pool:
         pool.shutdown()
+
+
+# --- validation in detail, the pool decisions, pinned bytes --------------------------------------------
+
+
+def test_spec_fields_are_stored_as_tuples_and_floats():
+    s = toy_data.TaskSpec(task="donuts_shape", shape=[64, 64], radii=[8, 8], hole_radius=3, contrast=1, margin=4,
+                          gap=3)
+    assert s.shape == (64, 64) and s.radii == (8.0, 8.0) and isinstance(s.radii, tuple)
+    assert [type(v) for v in (*s.radii, s.hole_radius, s.contrast, s.gap)] == [float] * 5
+    for field, value, message in (("shape", 64, "shape must list 2"), ("radii", 8, "radii must be two positive"),
+                                  ("radii", (3, 4, 5), "radii must be two positive"),
+                                  ("shape", (64.5, 64), "image sizes must be positive integers"),
+                                  ("margin", True, "margin must be an integer >= 0"),
+                                  ("contrast", True, "contrast must be a positive number"),
+                                  ("contrast", float("inf"), "contrast must be a positive number"),
+                                  ("gap", -1, "gap must be a number >= 0, got -1$"),
+                                  ("hole_radius", -1, "hole_radius must be a number >= 0, got -1$")):
+        with pytest.raises(ValueError, match=r"^invalid donuts_shape task spec: " + message):
+            toy_data.TaskSpec.from_dict({**s.to_dict(), field: value})
+    with pytest.raises(ValueError, match=r"^unknown task 'x': expected one of donuts_shape, donuts_pattern, "
+                       r"circles_scale$"):
+        toy_data.TaskSpec.from_dict({**s.to_dict(), "task": "x"})
+    with pytest.raises(ValueError, match=r"^unknown task 'x': expected one of donuts_shape, donuts_pattern, "
+                       r"circles_scale$"):
+        task_spec("x")
+    with pytest.raises(ValueError, match=r"^give either size= or shape=, not both$"):
+        task_spec("donuts_shape", size=64, shape=(64, 64))
+    with pytest.raises(ValueError, match=r"^unknown override\(s\) \['colour'\]; overridable fields: \['contrast', "
+                       r"'gap', 'hole_radius', 'margin', 'noise', 'objects_per_image', 'radii', 'shape'\]$"):
+        task_spec("donuts_shape", colour=1)
+
+
+def test_validation_limits_by_hand():
+    # accepted at the limits: gap 0 and 0.5, radii below 1, a 1-pixel-wide image axis, one centre position
+    assert task_spec("donuts_shape", gap=0).gap == 0.0 and task_spec("donuts_shape", gap=0.5).gap == 0.5
+    assert task_spec("circles_scale", shape=(1, 8), radii=(0.5, 1.0), margin=0).shape == (1, 8)
+    s = task_spec("circles_scale", size=9, radii=(3.0, 4.0), margin=4)  # 9 - 2 x 4 = 1 centre position
+    assert (generate_sample(s, 0, 0).boxes == [1, 1, 8, 8]).all()
+    # rings: 2D offsets' squared norms near the origin are 0, 1, 2, 4, 5, 8, ...; 3D adds 3, 6, ...
+    assert task_spec("donuts_shape", radii=(3.0, 3.0), hole_radius=2.5).hole_radius == 2.5  # 8 in [6.25, 9)
+    assert task_spec("donuts_shape", radii=(2.1, 2.1), hole_radius=2.0).hole_radius == 2.0  # 4 in [4, 4.41)
+    assert task_spec("donuts_shape", 3, radii=(2.0, 2.0), hole_radius=1.6).hole_radius == 1.6  # 3 in [2.56, 4)
+    with pytest.raises(ValueError, match=r"^invalid donuts_shape task spec: a disc of radius 2.0 with a hole of "
+                       r"radius 1.5 has no pixels left \(no lattice point between the two radii\)$"):
+        task_spec("donuts_shape", radii=(2.0, 2.0), hole_radius=1.5)  # 2D: nothing in [2.25, 4); 3D would have 3
+    # capacity: 24 - 2 x 4 - 1 = 15 positions span, step 18 -> 1 per axis; 45: span 36 -> 3 per axis
+    small = task_spec("donuts_shape", size=24, margin=4, radii=(8.0, 8.0), hole_radius=3.0)
+    assert grid_capacity(small) == 1
+    assert grid_capacity(task_spec("donuts_shape", size=45, margin=4, radii=(8.0, 8.0), hole_radius=3.0)) == 9
+    with pytest.raises(ValueError, match=r"within \(16, 16\) allowed centre positions, which guarantees room for "
+                       r"at most 1$"):
+        dataclasses.replace(small, objects_per_image=2)
+
+
+@pytest.mark.parametrize("hole", [0.5, 1.0])
+def test_a_hole_below_one_pixel_is_the_centre_pixel(hole):
+    spec = task_spec("donuts_shape", size=40, margin=8, radii=(8.0, 8.0), hole_radius=hole, noise=False)
+    for i in range(20):
+        s = generate_sample(spec, 1, i)
+        assert_same(s, generate_sample_loop(spec, 1, i))
+        if s.labels[0] == 2:
+            centre = tuple(int(v) for v in (s.boxes[0, :2] + s.boxes[0, 2:] - 1) / 2)
+            disc = sum(x * x + y * y < 64 for x in range(-8, 9) for y in range(-8, 9))  # lattice points, radius 8
+            assert s.mask[centre] == 0 and s.image[centre] == 0 and (s.mask == 2).sum() == disc - 1
+            return
+    pytest.fail("no class-2 sample")
+
+
+def test_generated_bytes_are_pinned_for_this_generator_version():
+    """Generator 1.0's bytes (a change must bump GENERATOR_VERSION): one object, three objects, and a
+    dense layout that takes the grid fallback (these digests are recorded, not derived)."""
+    assert toy_data.GENERATOR_VERSION == "1.0"
+    one = task_spec("donuts_shape", size=64, margin=4, radii=(8.0, 8.0), hole_radius=3.0)
+    three = task_spec("circles_scale", size=64, margin=4, radii=(7.0, 8.0), objects_per_image=3)
+    dense = task_spec("circles_scale", size=64, margin=8, radii=(7.0, 8.0))
+    dense = dataclasses.replace(dense, objects_per_image=grid_capacity(dense))
+    assert [_digest(generate_split(s, 7, 4))[:16] for s in (one, three, dense)] == [
+        "bdab84583f5a4077", "e9a3a36cc07efae9", "f375f2d7702cb328"]
+    a = generate_split(one, 7, 2)
+    assert (a["images"].dtype, a["masks"].dtype, a["labels"].dtype, a["boxes"].dtype) == (
+        np.float32, np.uint8, np.int64, np.float32)
+
+
+def test_when_a_thread_pool_is_used(monkeypatch):
+    # chunks of 4 samples: a pool of `workers` threads only with workers > 1 and more than one chunk
+    from toy_data import generate as gen
+
+    spec = task_spec("circles_scale", size=24, margin=4, radii=(3.0, 4.0))
+    monkeypatch.setattr(gen, "default_chunk", lambda s: 4)
+    made, real = [], gen.make_pool
+    monkeypatch.setattr(gen, "make_pool", lambda w: made.append(w) or real(w))
+    whole = gen.generate_range(spec, 3, 0, 9)
+    for n, workers, pooled in ((9, 1, False), (4, 2, False), (8, 2, True), (9, 3, True)):
+        made.clear()
+        out = gen.generate_split(spec, 3, n, workers=workers)
+        assert made == ([workers] if pooled else []) and out["boxes"].tobytes() == whole["boxes"][:n].tobytes()
+        made.clear()
+        chunks = list(gen.iter_chunks(spec, 3, n, workers=workers, chunk=4))
+        assert made == ([workers] if pooled else []) and len(chunks) == (n + 3) // 4
+    made.clear()
+    gen.generate_split(spec, 3, 9)
+    list(gen.iter_chunks(spec, 3, 9, chunk=4))
+    assert made == []  # one thread by default
+
+
+def test_make_pool_threads_and_iter_chunks_shutdown(monkeypatch):
+    import threading
+
+    from toy_data import generate as gen
+
+    pool = gen.make_pool(3)
+    assert pool._max_workers == 3 and pool.submit(lambda: threading.current_thread().name).result().startswith(
+        "toy_data_")
+    pool.shutdown()
+    # a pool without `_max_workers`: the window falls back on `workers`
+    spec = task_spec("circles_scale", size=24, margin=4, radii=(3.0, 4.0))
+    inner = gen.make_pool(2)
+
+    class Bare:
+        def submit(self, *a):
+            return inner.submit(*a)
+
+    chunks = list(gen.iter_chunks(spec, 3, 9, workers=2, chunk=4, pool=Bare()))
+    assert [len(c["labels"]) for c in chunks] == [4, 4, 1]
+    inner.shutdown()
+    # its own pool is shut down cancelling what is still queued when the consumer stops early
+    calls = []
+    own = _SpyPool(2)
+    monkeypatch.setattr(own, "shutdown", lambda **kw: calls.append(kw) or own._pool.shutdown(**kw))
+    monkeypatch.setattr(gen, "make_pool", lambda w: own)
+    it = gen.iter_chunks(spec, 3, 40, workers=2, chunk=2)
+    next(it)
+    it.close()
+    assert calls == [{"cancel_futures": True}]
