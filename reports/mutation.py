@@ -236,6 +236,10 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"spec\.xǁTaskSpecǁ__post_init____", r'"(XXradiiXX|RADII)", tuple\(self\.radii\)|'
      r"tuple\(self\.radii\) if (\(_is_seq\(self\.radii\)\) and False|_is_seq\(None\)) else", "_validate stores "
      "radii as a tuple of floats itself (after checking it is a list or tuple of two numbers)"),
+    (r"generate\.x__grid_centres__", r"int\(rng\.integers\(span - \(n - 1\) \* step \+ 1\)\)", "Generator."
+     "integers(high) is integers(0, high): the same range and the same draw"),
+    (r"generate\.x__grid_centres__", r"replace=None\)$", "rng.choice tests replace for truth: None is as false as "
+     "False (no cell twice)"),
     # toy_data_io (storage.py, cli.py, preview.py)
     (r"toy_data\.storage\.x__check_sha__", r"f\.read\(None\)", "reading the file in one block instead of 16 MiB "
      "blocks: the same bytes reach the hash (only memory differs)"),
