@@ -637,16 +637,3 @@ def test_make_pool_threads_and_iter_chunks_shutdown(monkeypatch):
     it.close()
     assert calls == [{"cancel_futures": True}]
 
-
-def test_centres_exactly_the_minimum_distance_apart_are_accepted(monkeypatch):
-    # one centre row (17 - 2 x 8 = 1) and 19 centre columns (8..26): two objects fit only at columns 8 and
-    # 26, 18 = 2 x 8 + 2 apart, the minimum ("pairwise >= min distance"): random placement finds them, no
-    # grid fallback needed
-    from toy_data import generate as gen
-
-    spec = task_spec("circles_scale", shape=(17, 35), radii=(7.0, 8.0), margin=8, objects_per_image=2)
-    monkeypatch.setattr(gen, "_grid_centres", lambda *a: pytest.fail("grid fallback"))
-    for i in range(3):
-        s = generate_sample(spec, 0, i)
-        centres = sorted(((s.boxes[:, 1] + s.boxes[:, 3] - 1) / 2).tolist())
-        assert centres == [8.0, 26.0]
