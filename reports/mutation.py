@@ -206,6 +206,16 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"per_case\.x_per_case_rows__", r"np\.asarray\(boxes\[m\.index\[k\]\], (None)?\)\)", "the box is printed "
      "with :g (6 significant digits of the value as a Python float): float32 -> float64 is exact, and integers "
      "print the same"),
+    # evaluation_io (export.py, plots.py)
+    (r"^retina_unet\.evaluation\.(plots|export)\.", r"zip\((axes\[0\], (classes|panels)|f\[\"fp_rates\"\], "
+     r"f\[\"sensitivity\"\]|sns\.color_palette\(\"tab10\"\), metrics\.items\(\)), (strict=(None|False))?\)",
+     "the zipped sequences have the same length (one axis per panel, one sensitivity per rate), or strict was "
+     "False already (the colours of the palette outnumber the runs): strict changes nothing"),
+    (r"plots\.x_plot_(pr|froc)__", r"squeeze=None", "None is as false as False"),
+    (r"plots\.x__save__", r"plt\.close\(None\)$", "closes the current figure, which is this figure (made by this "
+     "call, nothing drawn since)"),
+    (r"plots\.x__save__", r"save_figure_atomic\(fig, path, \)$", "save_figure_atomic's default dpi is 80, DPI "
+     "itself"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),

@@ -558,3 +558,21 @@ def test_froc_figure_shows_each_run_class_and_all(tmp_path, monkeypatch):
     assert fig._suptitle.get_text() == "FROC at IoU > 0.1, score > 0.1, 4 images"
     with pytest.raises(ValueError, match="^metrics must map at least one run label"):
         plot_froc({}, tmp_path / "x.png")
+
+
+def test_write_metrics_headers_without_rows_and_figures_share_the_y_axis(tmp_path, monkeypatch):
+    # no image has a prediction or an object: the CSVs still start with their header
+    write_metrics(tmp_path / "m", [_img([], [], [])], [_gt([], [])], 1)
+    assert (tmp_path / "m" / "detections.csv").read_text().splitlines() == ["case,rank,class,score,tp,iou,matched_gt,box"]
+    assert (tmp_path / "m" / "per_case.csv").read_text().splitlines()[0] == (
+        "case,n_gt,gt_classes,gt_found,gt_best_iou,n_found,n_missed,all_found,n_det,n_tp,n_fp,best_iou,top_class,"
+        "top_score,score_c1")
+    # the panels of a figure share the y axis (precision / sensitivity on one scale)
+    from retina_unet.evaluation.plots import plot_froc, plot_pr
+
+    seen = _figures(monkeypatch)
+    m = detection_metrics(*_froc_case(), num_classes=2)
+    plot_pr({"a": m}, tmp_path / "pr.png")
+    plot_froc({"a": m}, tmp_path / "froc.png")
+    for fig, _, _ in seen:
+        assert all(fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax) for ax in fig.axes[1:])
