@@ -212,6 +212,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "the zipped sequences have the same length (one axis per panel, one sensitivity per rate), or strict was "
      "False already (the colours of the palette outnumber the runs): strict changes nothing"),
     (r"plots\.x_plot_(pr|froc)__", r"squeeze=None", "None is as false as False"),
+    (r"export\.x_write_metrics__", r'write_csv_atomic\(out / "per_case\.csv", cases, (None)?\)$', "without "
+     "columns the header comes from the first row's keys: there is always a row (detection_metrics, called just "
+     "before, refuses zero images) and per_case_rows builds every row in the column order"),
     (r"plots\.x__save__", r"plt\.close\(None\)$", "closes the current figure, which is this figure (made by this "
      "call, nothing drawn since)"),
     (r"plots\.x__save__", r"save_figure_atomic\(fig, path, \)$", "save_figure_atomic's default dpi is 80, DPI "
