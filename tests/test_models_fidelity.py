@@ -231,3 +231,19 @@ def test_3d_anchors_fit_the_3d_toys(size):
     boxes = toy_3d_boxes()
     best = torch.cat([box_iou_reference(b, anchors).max(dim=1).values for b in boxes.split(50)])
     assert best.min() >= 0.5, (best.min(), boxes[best.argmin()])
+
+
+# --- stem kernel (an option, default 7; docs/models.md "The stem and the hole") ----------------
+@pytest.mark.parametrize("name", ["retina_net", "retina_unet", "mask_rcnn", "detunet"])
+@pytest.mark.parametrize("k", [3, 7])
+def test_stem_kernel_reaches_every_model(name, k):
+    model = build_model(name, tiny(3, stem_kernel=k))
+    conv = model.network.backbone.encoder.c1[0] if hasattr(model, "network") else model.backbone.encoder.c1[0]
+    assert conv.kernel_size == (k, k, k)
+    assert conv.padding == (k // 2,) * 3  # 'same'-style: the stem keeps the grid of the strides
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_stem_kernel_must_be_odd_and_positive(k):
+    with pytest.raises(ValueError, match="stem_kernel"):
+        ResNetFPN(3, 1, 4, (1, 1, 1, 1), 8, stem_kernel=k)

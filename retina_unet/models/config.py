@@ -41,6 +41,10 @@ class ModelConfig:
     norm: str | None = None  # None (paper) | "batch" | "instance" | "group"
     # per stage (stem, pool, C3, C4, C5): an int or one stride per axis; () = 2 everywhere
     strides: tuple[Stride, ...] = ()
+    # kernel of the stem convolution C1 (ResNet, MDT: 7). 3 with a stride-1 stem is the only 3D
+    # setting measured to learn the 27-voxel donut hole, at 3x the step cost, so no preset uses it
+    # (docs/models.md, "The stem and the hole")
+    stem_kernel: int = 7
     # inputs whose size is not a multiple of the deepest stride are padded (replicate, at the high
     # end) and outputs cropped back; False: such inputs raise a ValueError naming the multiple
     pad_to_multiple: bool = True

@@ -78,6 +78,7 @@ class DetUNet(Detector):
             cfg.strides,
             min_level=0,
             fine_channels=cfg.fine_channels,
+            stem_kernel=cfg.stem_kernel,
         )
         if self.cfg.seg_classes != "per_class":
             raise ValueError(

@@ -55,6 +55,7 @@ class TwoStageDetector(Detector):
             cfg.strides,
             min_level=0 if self.with_seg else self.levels[0],
             fine_channels=cfg.fine_channels,
+            stem_kernel=cfg.stem_kernel,
         )
         init_weights(self.backbone, cfg.init)
         self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)

@@ -70,6 +70,7 @@ class RetinaNetwork(nn.Module):
             cfg.strides,
             min_level=0 if with_seg else min(self.levels),
             fine_channels=cfg.fine_channels,
+            stem_kernel=cfg.stem_kernel,
         )
         cin = cfg.fpn_channels
         self.cls_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * (c + 1), cfg.norm)

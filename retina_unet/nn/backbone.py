@@ -81,8 +81,11 @@ class ResNetEncoder(nn.Module):
         strides: Sequence[Stride] | None = None,
         with_c0: bool = False,
         c0_channels: int | None = None,
+        stem_kernel: int = 7,
     ) -> None:
         super().__init__()
+        if stem_kernel < 1 or stem_kernel % 2 == 0:
+            raise ValueError(f"stem_kernel: expected an odd kernel size >= 1, got {stem_kernel}")
         if len(blocks) != 4 or any(b < 1 for b in blocks):
             raise ValueError(f"blocks: expected 4 positive block counts (C2..C5), got {tuple(blocks)}")
         st = normalise_strides(strides, spatial_dims)
@@ -97,7 +100,7 @@ class ResNetEncoder(nn.Module):
             else None
         )
         # C1 (the stem) reads C0's output when C0 exists: C0 runs in series (MDT operate_stride1)
-        self.c1 = ConvNormAct(spatial_dims, c0 if with_c0 else in_channels, sf, 7, stride=st[0], norm=norm)
+        self.c1 = ConvNormAct(spatial_dims, c0 if with_c0 else in_channels, sf, stem_kernel, stride=st[0], norm=norm)
         self.pool = max_pool_layer(spatial_dims)(3, stride=st[1], padding=1)
         stages = []
         cin = sf
@@ -205,6 +208,7 @@ class ResNetFPN(nn.Module):
         strides: Sequence[Stride] | None = None,
         min_level: int = 2,
         fine_channels: int | None = None,
+        stem_kernel: int = 7,
     ) -> None:
         super().__init__()
         if min_level not in (0, 1, 2, 3, 4):
@@ -219,6 +223,7 @@ class ResNetFPN(nn.Module):
             strides,
             with_c0=min_level == 0,
             c0_channels=fine_channels,
+            stem_kernel=stem_kernel,
         )
         self.fpn = FPN(spatial_dims, self.encoder.channels, fpn_channels, min_level, 5, fine_channels, norm)
         self.out_channels = self.fpn.out_channels
