@@ -637,3 +637,20 @@ def test_make_pool_threads_and_iter_chunks_shutdown(monkeypatch):
     it.close()
     assert calls == [{"cancel_futures": True}]
 
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_shape_and_pattern_share_images_and_differ_in_masks(dim):
+    """docs/conventions.md: the two donut tasks are one image set with two mask rules, so a model that
+    reads no mask gets identical results on both (an identical study row is the design, not a bug)."""
+    for index in range(6):
+        shape = toy_data.generate_sample(toy_data.task_spec("donuts_shape", dim), 0, index)
+        pattern = toy_data.generate_sample(toy_data.task_spec("donuts_pattern", dim), 0, index)
+        np.testing.assert_array_equal(shape.image, pattern.image)
+        np.testing.assert_array_equal(shape.boxes, pattern.boxes)
+        np.testing.assert_array_equal(shape.labels, pattern.labels)
+        donut = np.asarray(shape.labels) == 2
+        if donut.any():  # the hole is cut out of the shape mask only
+            assert (np.asarray(shape.mask) > 0).sum() < (np.asarray(pattern.mask) > 0).sum()
+        else:
+            np.testing.assert_array_equal(np.asarray(shape.mask) > 0, np.asarray(pattern.mask) > 0)
