@@ -191,3 +191,318 @@ def test_report_warns_when_the_study_trains_on_a_shorter_schedule():
     line = _short_schedule(study_preset("quick"))
     assert line is not None and "240 steps per run, 30% of the `cpu` preset's 800" in line
     assert _short_schedule(study_preset("standard")) is None and _short_schedule(study_preset("smoke")) is None
+
+
+# --- the figures' helpers and contents (hand cases; the figures are captured before they are closed) ---
+
+
+def test_window_centres_a_square_crop_on_the_object_and_stays_inside_the_image():
+    """(top, left, size): size = max(96, 3 * the box's longer side), at most the image's shorter side;
+    the crop is centred on the box and clipped into the image."""
+    import numpy as np
+
+    from retina_unet.study.report.figures import _window
+
+    img = np.zeros((320, 320))
+    # small box (10 x 20): size 96; centre (105, 160) -> top 105 - 48 = 57, left 160 - 48 = 112
+    assert _window(img, np.array([100, 150, 110, 170])) == (57, 112, 96)
+    # 40 x 20 box: size 3 * 40 = 120; centre (120, 110) -> (60, 50)
+    assert _window(img, np.array([100, 100, 140, 120])) == (60, 50, 120)
+    # 20 x 40 box: size 120; centre (110, 120) -> (50, 60)
+    assert _window(img, np.array([100, 100, 120, 140])) == (50, 60, 120)
+    # near the top-left corner: the centre minus half the size is negative -> clipped to 0
+    assert _window(img, np.array([2, 4, 12, 14])) == (0, 0, 96)
+    # near the bottom-right corner: clipped to 320 - 96 = 224
+    assert _window(img, np.array([300, 310, 310, 318])) == (224, 224, 96)
+    # min_size is honoured: 10 x 10 box with min_size 50 -> size 50, centre (55, 65) -> (30, 40)
+    assert _window(img, np.array([50, 60, 60, 70]), min_size=50) == (30, 40, 50)
+    # a large box in a non-square image: the size is capped by the shorter side (h = 100 here, w = 100 below)
+    assert _window(np.zeros((100, 200)), np.array([10, 10, 60, 90])) == (0, 0, 100)
+    assert _window(np.zeros((200, 100)), np.array([10, 10, 90, 60])) == (0, 0, 100)
+    # odd centre: (y0 + y1) / 2 - size / 2 = 50.5 - 48 = 2.5 -> int() -> 2
+    assert _window(img, np.array([50, 50, 51, 51])) == (2, 2, 96)
+
+
+def test_draw_box_draws_an_unfilled_clipped_rectangle_shifted_by_the_crop():
+    """A (y0, x0, y1, x1) box drawn in crop coordinates: corner (x0 - left - 0.5, y0 - top - 0.5) (pixel
+    edges), width x1 - x0, height y1 - y0, outline only, clipped to the axes; default style solid, 1.5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from retina_unet.study.report.figures import _draw_box
+
+    fig, ax = plt.subplots()
+    try:
+        _draw_box(ax, (10, 20, 30, 50), "red", offset=(5, 7), ls="--", lw=1.0)
+        _draw_box(ax, (10, 20, 30, 50), "blue")
+        a, b = ax.patches
+        assert a.get_xy() == (20 - 7 - 0.5, 10 - 5 - 0.5) and (a.get_width(), a.get_height()) == (30, 20)
+        assert a.get_fill() is False and a.get_clip_on() is True
+        assert a.get_edgecolor() == (1.0, 0.0, 0.0, 1.0) and a.get_linestyle() == "--" and a.get_linewidth() == 1.0
+        assert b.get_xy() == (19.5, 9.5) and (b.get_width(), b.get_height()) == (30, 20)
+        assert b.get_edgecolor() == (0.0, 0.0, 1.0, 1.0) and b.get_linestyle() == "-" and b.get_linewidth() == 1.5
+        assert b.get_fill() is False and b.get_clip_on() is True
+    finally:
+        plt.close(fig)
+
+
+def test_save_palette_png_writes_a_256_colour_png_at_the_given_dpi(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from retina_unet.study.report.figures import _save_palette_png
+
+    fig, ax = plt.subplots(figsize=(2.0, 1.5))
+    try:
+        ax.imshow([[0.0, 1.0], [0.5, 0.25]], cmap="gray")
+        path = _save_palette_png(fig, tmp_path / "x.png", dpi=40)
+    finally:
+        plt.close(fig)
+    assert path == tmp_path / "x.png"
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "P" and im.size == (80, 60)  # 2.0 x 1.5 in at 40 dpi
+        assert "Software" not in im.info
+
+
+@pytest.fixture
+def closed_figures(monkeypatch):
+    """The figures the code under test closes (``plt.close(fig)``), kept open for inspection."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real_close, figs = plt.close, []
+    monkeypatch.setattr(plt, "close", figs.append)
+    yield figs
+    monkeypatch.undo()
+    for f in figs:
+        if f is not None:
+            real_close(f)
+
+
+def _rgb(colour):
+    from matplotlib.colors import to_rgba
+
+    return tuple(round(v, 6) for v in to_rgba(colour)[:3])
+
+
+def test_paired_figure_draws_each_comparison_per_panel(tmp_path, closed_figures):
+    """Two panels (donuts_shape before circles_scale), three comparisons side by side on the log axis
+    (x shifted by 1 + 0.06 * (i - 1): 0.94, 1.0, 1.06); mean with the t-interval as bars (one seed: no
+    interval, a zero-length bar at the mean), the seeds as dots, a line at 0; y shared; the legend on
+    the last panel. Intervals: diffs (0.1, 0.2, 0.3): mean 0.2, sd 0.1, half = t(0.975, 2) * 0.1 / sqrt(3)
+    = 4.302653 * 0.057735 = 0.248414; diffs (0, 0, 0.3): mean 0.1, sd sqrt(0.03), half = 4.302653 * 0.1
+    = 0.430265; diffs (0.2, 0.4): mean 0.3, sd sqrt(0.02), half = t(0.975, 1) * 0.1 = 12.706205 * 0.1."""
+    import numpy as np
+    from PIL import Image
+
+    from retina_unet.study.report.figures import plot_paired
+
+    def A(x):
+        return pytest.approx(np.array(x, dtype=float), abs=1e-5)
+
+    rows = [("donuts_shape", 2, 20, s, d, "A - X") for s, d in enumerate([0.1, 0.2, 0.3])]
+    rows += [("donuts_shape", 2, 100, s, d, "A - X") for s, d in enumerate([0.0, 0.0, 0.3])]
+    rows += [("donuts_shape", 2, 20, 0, -0.5, "A - Y")]
+    rows += [("circles_scale", 2, 20, s, d, "A - Y") for s, d in enumerate([0.2, 0.4])]  # no A - X here
+    rows += [("circles_scale", 2, 20, s, d, "A - Z") for s, d in enumerate([-0.1, -0.3])]
+    per_seed = pd.DataFrame(rows, columns=["task", "dim", "n_train", "seed", "diff", "comparison"])
+    path = tmp_path / "p.png"
+    assert plot_paired(per_seed, path) == path
+    with Image.open(path) as im:
+        assert im.format == "PNG" and "Software" not in im.info
+    fig, = closed_figures
+    assert fig._suptitle.get_text() == "paired by seed: mean, 95% t-interval, dots = seeds"
+    donuts, circles = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["donuts_shape 2D", "circles_scale 2D"]
+    assert donuts.get_ylabel() == "paired mAP difference"
+    assert donuts.get_shared_y_axes().joined(donuts, circles)
+    for ax, sizes in ((donuts, [20, 100]), (circles, [20])):
+        assert ax.get_xlabel() == "training images (n_train, log scale)" and ax.get_xscale() == "log"
+        assert list(ax.get_xticks()) == sizes and [t.get_text() for t in ax.get_xticklabels()] == [str(s) for s in sizes]
+        assert any(list(ln.get_ydata()) == [0.0, 0.0] for ln in ax.lines)  # the zero line
+
+    def bars(ax):
+        out = {}
+        for c in ax.containers:
+            data, _caps, (segments, *_) = c.lines
+            out[c.get_label()] = (np.asarray(data.get_xydata()), np.asarray(segments.get_segments()),
+                                  _rgb(data.get_color()))
+        return out
+
+    def dots(ax):
+        return [(np.asarray(col.get_offsets()), _rgb(col.get_facecolor()[0])) for col in ax.collections
+                if type(col).__name__ == "PathCollection"]
+
+    h1, h2, h3 = 4.302653 * 0.1 / math.sqrt(3), 4.302653 * 0.1, 12.706205 * 0.1
+    b = bars(donuts)
+    assert list(b) == ["A - X", "A - Y"]
+    (xy, seg, cx), (xy_y, seg_y, cy) = b["A - X"], b["A - Y"]
+    assert xy == A([[18.8, 0.2], [94.0, 0.1]])
+    assert seg == A([[[18.8, 0.2 - h1], [18.8, 0.2 + h1]], [[94.0, 0.1 - h2], [94.0, 0.1 + h2]]])
+    assert xy_y == A([[20.0, -0.5]]) and seg_y == A([[[20.0, -0.5], [20.0, -0.5]]])
+    d = dots(donuts)
+    assert len(d) == 2 and d[0][0] == A([[18.8, 0.1], [18.8, 0.2], [18.8, 0.3], [94.0, 0.0], [94.0, 0.0], [94.0, 0.3]])
+    assert d[1][0] == A([[20.0, -0.5]])
+    assert [c for _, c in d] == [cx, cy] and cx != cy
+    b = bars(circles)
+    assert list(b) == ["A - Y", "A - Z"]
+    assert b["A - Y"][0] == A([[20.0, 0.3]])
+    assert b["A - Y"][1] == A([[[20.0, 0.3 - h3], [20.0, 0.3 + h3]]])
+    assert b["A - Z"][0] == A([[21.2, -0.2]])
+    assert b["A - Z"][1] == A([[[21.2, -0.2 - h3], [21.2, -0.2 + h3]]])
+    d = dots(circles)
+    assert len(d) == 2 and d[0][0] == A([[20.0, 0.2], [20.0, 0.4]]) and d[1][0] == A([[21.2, -0.1], [21.2, -0.3]])
+    # a comparison keeps its colour in every panel, its dots match its bars, the colours differ
+    assert b["A - Y"][2] == cy and [c for _, c in d] == [cy, b["A - Z"][2]] and len({cx, cy, b["A - Z"][2]}) == 3
+    assert donuts.get_legend() is None
+    assert [t.get_text() for t in circles.get_legend().get_texts()] == ["A - Y", "A - Z"]
+    # each panel gets the same width: one panel is half as wide as two
+    plot_paired(per_seed[per_seed.task == "donuts_shape"], tmp_path / "one.png")
+    assert closed_figures[1].get_size_inches()[0] == pytest.approx(fig.get_size_inches()[0] / 2)
+
+
+def _band(collection):
+    """Rows (x, low, high) of a fill_between band, by x."""
+    import numpy as np
+
+    v = np.concatenate([p.vertices for p in collection.get_paths()])
+    return np.array([(x, v[v[:, 0] == x, 1].min(), v[v[:, 0] == x, 1].max()) for x in np.unique(v[:, 0])])
+
+
+def test_scaling_figure_draws_a_line_per_model_with_its_t_band(tmp_path, closed_figures):
+    """The Fig. 5 remake: a panel per task, a line per model (mean over seeds at each n_train, log x with
+    the sizes as ticks), a band = the t-interval where there are >= 2 seeds. retina_unet at n = 20:
+    (0.5, 0.6, 0.7): mean 0.6, half = 4.302653 * 0.1 / sqrt(3) = 0.248414; at 100: three 0.8, no spread.
+    Style encodes the model: solid = seg-supervised, dashed = not; circle = one-stage, square = two-stage;
+    one colour per model, the same in every panel, its band in its colour; one figure legend."""
+    import numpy as np
+    from PIL import Image
+
+    from retina_unet.study.report.figures import plot_scaling
+
+    rows = [("donuts_shape", 2, "retina_unet", 20, s, v) for s, v in enumerate([0.5, 0.6, 0.7])]
+    rows += [("donuts_shape", 2, "retina_unet", 100, s, 0.8) for s in range(3)]
+    rows += [("donuts_shape", 2, "zzz", 100, 0, 0.3), ("donuts_shape", 2, "mask_rcnn", 20, 0, 0.4)]
+    rows += [("circles_scale", 2, "retina_net", 50, s, v) for s, v in enumerate([0.1, 0.3])]
+    rows += [("circles_scale", 2, "retina_unet", 50, 0, 0.9)]
+    df = _df(rows)
+    path = tmp_path / "s.png"
+    assert plot_scaling(df, path) == path
+    fig, = closed_figures
+    with Image.open(path) as im:
+        assert im.format == "PNG" and "Software" not in im.info
+        # saved with the legend right of the panels (bbox_inches="tight"): wider than the figure itself
+        assert im.size[0] > fig.get_size_inches()[0] * 110
+    assert fig._suptitle.get_text() == "mean over seeds, band = 95% t-interval"
+    donuts, circles = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["donuts_shape 2D", "circles_scale 2D"]
+    assert donuts.get_ylabel() == "test mAP (IoU > 0.1)" and donuts.get_shared_y_axes().joined(donuts, circles)
+    for ax, sizes in ((donuts, [20, 100]), (circles, [50])):
+        assert ax.get_xlabel() == "training images (n_train, log scale)" and ax.get_xscale() == "log"
+        assert list(ax.get_xticks()) == sizes and [t.get_text() for t in ax.get_xticklabels()] == [str(s) for s in sizes]
+        assert ax.get_legend() is None
+
+    def lines(ax):
+        return {ln.get_label(): (np.asarray(ln.get_xydata()), ln.get_linestyle(), ln.get_marker(), _rgb(ln.get_color()))
+                for ln in ax.lines}
+
+    d, c = lines(donuts), lines(circles)
+    assert list(d) == ["retina_unet", "mask_rcnn", "zzz"] and list(c) == ["retina_unet", "retina_net"]
+    assert d["retina_unet"][0] == pytest.approx(np.array([[20, 0.6], [100, 0.8]]))
+    assert d["mask_rcnn"][0] == pytest.approx(np.array([[20, 0.4]]))
+    assert d["zzz"][0] == pytest.approx(np.array([[100, 0.3]]))
+    assert c["retina_net"][0] == pytest.approx(np.array([[50, 0.2]]))
+    assert c["retina_unet"][0] == pytest.approx(np.array([[50, 0.9]]))
+    styles = {m: s[1:3] for m, s in {**d, **c}.items()}
+    assert styles == {"retina_unet": ("-", "o"), "mask_rcnn": ("--", "s"), "zzz": ("--", "o"), "retina_net": ("--", "o")}
+    colours = {m: s[3] for m, s in d.items()} | {"retina_net": c["retina_net"][3]}
+    assert len(set(colours.values())) == 4 and c["retina_unet"][3] == colours["retina_unet"]
+    # bands: only where two or more seeds (retina_unet in donuts, retina_net in circles)
+    (bd,), (bc,) = donuts.collections, circles.collections
+    h = 4.302653 * 0.1 / math.sqrt(3)
+    assert _band(bd) == pytest.approx(np.array([(20, 0.6 - h, 0.6 + h), (100, 0.8, 0.8)]), abs=1e-5)
+    assert _rgb(bd.get_facecolor()[0]) == colours["retina_unet"]
+    assert _band(bc) == pytest.approx(np.array([(50, 0.2 - 1.2706205, 0.2 + 1.2706205)]), abs=1e-5)  # t(.975, 1) * .1
+    assert _rgb(bc.get_facecolor()[0]) == colours["retina_net"]
+    legend, = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["retina_unet", "mask_rcnn", "zzz", "retina_net"]
+    assert legend.get_title().get_text() == "solid: seg-supervised\ndashed: not\no one-stage, s two-stage"
+    # each panel gets the same width: one panel is half as wide as two
+    plot_scaling(df[df.task == "donuts_shape"], tmp_path / "one.png")
+    assert closed_figures[1].get_size_inches()[0] == pytest.approx(fig.get_size_inches()[0] / 2)
+
+
+def _curve_envelope(task, dim, model, n, seed, val_maps):
+    return {"spec": {"task": task, "dim": dim, "model": model, "n_train": n, "seed": seed},
+            "result": {"curve": [{"epoch": e, "val_mAP": v, "loss": 1.0 - e / 10} for e, v in enumerate(val_maps, 1)]}}
+
+
+def test_learning_curves_figure_has_a_panel_per_task_and_size(tmp_path, closed_figures):
+    """Panels: tasks sorted, sizes largest first, only the (task, size) pairs that ran; a line per model
+    (mean over seeds per epoch) with its t band, coloured by model as in the figure's legend.
+    retina_unet at n = 20: epoch 1 (0.1, 0.3) -> 0.2, epoch 2 (0.3, 0.5) -> 0.4; sd 0.141421, so
+    half = t(0.975, 1) * 0.141421 / sqrt(2) = 12.706205 * 0.1."""
+    import numpy as np
+
+    from retina_unet.study.report.figures import curve_rows, plot_learning_curves
+
+    envs = [_curve_envelope("donuts_shape", 2, "retina_unet", 20, 0, [0.1, 0.3]),
+            _curve_envelope("donuts_shape", 2, "retina_unet", 20, 1, [0.3, 0.5]),
+            _curve_envelope("donuts_shape", 2, "zzz", 20, 0, [0.2, 0.2]),
+            _curve_envelope("donuts_shape", 2, "retina_net", 100, 0, [0.4, 0.6]),
+            _curve_envelope("circles_scale", 2, "retina_unet", 20, 0, [0.7, 0.8]),
+            {"spec": {"task": "donuts_shape", "dim": 2, "model": "retina_net", "n_train": 5, "seed": 0}, "result": {}}]
+    rows = curve_rows(envs)
+    assert list(rows.columns) == ["task_dim", "model", "n_train", "seed", "epoch", "val_mAP", "loss"]
+    assert len(rows) == 10 and rows.iloc[0].to_dict() == {"task_dim": "donuts_shape 2D", "model": "retina_unet",
+                                                          "n_train": 20, "seed": 0, "epoch": 1, "val_mAP": 0.1,
+                                                          "loss": 0.9}
+    assert rows.iloc[-1].to_dict() == {"task_dim": "circles_scale 2D", "model": "retina_unet", "n_train": 20,
+                                       "seed": 0, "epoch": 2, "val_mAP": 0.8, "loss": 0.8}
+    path, note = plot_learning_curves(envs, tmp_path / "lc.png")
+    assert path == tmp_path / "lc.png" and path.stat().st_size > 0
+    assert note == "3 panel(s) (n_train 100, 20), 5 run(s)"
+    fig, = closed_figures
+    assert fig._suptitle.get_text() == "learning curves: mean over seeds, band = 95% t-interval"
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["circles_scale 2D, n_train=20", "donuts_shape 2D, n_train=100",
+                                               "donuts_shape 2D, n_train=20"]
+    assert axes[0].get_ylabel() == "validation mAP" and all(ax.get_xlabel() == "epoch" for ax in axes)
+    assert all(ax.get_shared_y_axes().joined(ax, axes[0]) for ax in axes)
+    legend, = fig.legends
+    colour = {t.get_text(): _rgb(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    assert list(colour) == ["retina_unet", "retina_net", "zzz"] and len(set(colour.values())) == 3
+
+    def drawn(ax):
+        return [(np.asarray(ln.get_xydata()), _rgb(ln.get_color())) for ln in ax.lines if len(ln.get_xydata())]
+
+    (a,), (b,), (c, d) = (drawn(ax) for ax in axes)
+    assert a[0] == pytest.approx(np.array([[1, 0.7], [2, 0.8]])) and a[1] == colour["retina_unet"]
+    assert b[0] == pytest.approx(np.array([[1, 0.4], [2, 0.6]])) and b[1] == colour["retina_net"]
+    assert c[0] == pytest.approx(np.array([[1, 0.2], [2, 0.4]])) and c[1] == colour["retina_unet"]
+    assert d[0] == pytest.approx(np.array([[1, 0.2], [2, 0.2]])) and d[1] == colour["zzz"]
+    bands = [_band(col) for col in axes[2].collections if len(col.get_paths())]
+    assert len(bands) == 1 and bands[0] == pytest.approx(np.array([(1, 0.2 - 1.2706205, 0.2 + 1.2706205),
+                                                                   (2, 0.4 - 1.2706205, 0.4 + 1.2706205)]), abs=1e-5)
+
+
+def test_learning_curves_need_two_epochs(tmp_path, closed_figures):
+    from retina_unet.study.report.figures import curve_rows, plot_learning_curves
+
+    want = (None, "no learning curves (the result files carry fewer than two epochs)")
+    assert plot_learning_curves([], tmp_path / "a.png") == want
+    one = [_curve_envelope("donuts_shape", 2, "retina_unet", 20, s, [0.5]) for s in (0, 1)]
+    assert plot_learning_curves(one, tmp_path / "b.png") == want
+    assert len(curve_rows(one)) == 2
+    # epochs or val_mAP missing: those records are dropped before counting epochs
+    gaps = [{"spec": one[0]["spec"], "result": {"curve": [{"epoch": 1, "val_mAP": 0.5}, {"epoch": 2},
+                                                         {"val_mAP": 0.7}]}}]
+    assert plot_learning_curves(gaps, tmp_path / "c.png") == want
+    assert not closed_figures and not list(tmp_path.iterdir())
