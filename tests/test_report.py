@@ -506,3 +506,285 @@ def test_learning_curves_need_two_epochs(tmp_path, closed_figures):
                                                          {"val_mAP": 0.7}]}}]
     assert plot_learning_curves(gaps, tmp_path / "c.png") == want
     assert not closed_figures and not list(tmp_path.iterdir())
+
+
+def _store_run(root, run_id, dataset, predictions, targets):
+    """A finished run as the report reads it: results/<id>.json and runs/<id>/out/test_predictions.pt."""
+    import json
+
+    import torch
+
+    from retina_unet.rundir import save_predictions
+    from retina_unet.training.config import TrainConfig
+
+    as_t = lambda d: {k: torch.as_tensor(v) for k, v in d.items()}  # noqa: E731
+    out = root / "runs" / run_id / "out"
+    out.mkdir(parents=True)
+    save_predictions(out / "test_predictions.pt", [as_t(p) for p in predictions], [as_t(t) for t in targets],
+                     TrainConfig(), 2, 3, [1])
+    (root / "results").mkdir(exist_ok=True)
+    (root / "results" / f"{run_id}.json").write_text(json.dumps({"artifacts": f"runs/{run_id}",
+                                                                 "result": {"dataset": str(dataset)}}))
+
+
+def test_examples_figure_draws_the_stored_predictions_on_crops(tmp_path, monkeypatch, closed_figures):
+    """Rows = runs (largest n_train first), columns = the first test images (as many as every drawn run
+    stored); each panel a 96-pixel crop around the first ground-truth box (clipped into the 128-pixel
+    image), the ground truth solid (lw 1), the top 3 predictions scoring above 0.1 dashed, with
+    "c<label> <score>" 2 pixels above their corner; colours by class. Worked out by hand below."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from retina_unet.study.report.figures import plot_examples
+    from toy_data import load_dataset, task_spec, write_dataset
+    from toy_data.palette import class_colour, legend
+
+    spec = task_spec("donuts_shape", size=128, margin=4, radii=(8.0, 8.0), hole_radius=3.0)
+    data = write_dataset(spec, tmp_path / "data", seed=5, n_train=0, n_val=0, n_test=3, workers=1, progress=False)
+    images = load_dataset(data, verify=False, splits=("test",)).split("test").images
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
+    a_preds = [
+        {"boxes": np.array([[62, 72, 78, 88], [30, 40, 50, 60], [0, 0, 4, 4], [40, 50, 48, 66], [70, 80, 80, 90]],
+                           np.float32),
+         "scores": np.array([0.9, 0.3, 0.05, 0.5, 0.2], np.float32), "labels": np.array([2, 1, 1, 1, 2])},
+        {"boxes": np.array([[2, 3, 12, 14], [1, 1, 9, 11], [20, 30, 25, 35]], np.float32),
+         "scores": np.array([0.1, 0.8, 0.15], np.float32), "labels": np.array([1, 1, 2])},
+        empty,
+    ]
+    targets = [{"boxes": np.array([[60, 70, 76, 86]], np.float32), "labels": np.array([2])},
+               {"boxes": np.array([[0, 0, 10, 12], [100, 100, 110, 110]], np.float32), "labels": np.array([1, 2])},
+               {"boxes": np.array([[50, 50, 60, 60]], np.float32), "labels": np.array([1])}]
+    root = tmp_path / "study"
+    _store_run(root, "a", "../data", a_preds, targets)  # a relative dataset path: from the working directory
+    b_preds = [{"boxes": np.array([[60, 70, 76, 86]], np.float32), "scores": np.array([0.6], np.float32),
+                "labels": np.array([2])}, empty]
+    _store_run(root, "b", data, b_preds, targets[:2])  # stored only 2 images
+    (root / "results" / "c.json").write_text(json.dumps({"artifacts": "runs/c", "result": {"dataset": str(data)}}))
+    monkeypatch.chdir(root)
+    df = pd.DataFrame([("donuts_shape", 2, "retina_unet", 20, 0, "b"), ("donuts_shape", 2, "retina_unet", 100, 0, "a"),
+                       ("donuts_shape", 2, "retina_net", 20, 0, "c"), ("donuts_shape", 3, "retina_net", 20, 0, "d3")],
+                      columns=["task", "dim", "model", "n_train", "seed", "run_id"])
+    path, note = plot_examples(root, df, tmp_path / "ex.png", n=3)
+    assert path == tmp_path / "ex.png"
+    assert note == (f"2 run(s) drawn; skipped: c: FileNotFoundError: {root / 'runs' / 'c' / 'out'} has no stored "
+                    "test predictions (test_predictions.pt)")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "P" and im.size == (384, 400)  # 2 x 2 panels of 2.4 x 2.5 in, 80 dpi
+    fig, = closed_figures
+    assert fig._suptitle.get_text() == ("crops around the object; the run's stored test predictions; top-3 "
+                                        f"predictions (score > 0.1)\n{legend()}")
+    assert len(fig.axes) == 4
+    (a0, a1), (b0, b1) = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["retina_unet\nn=100", "", "retina_unet\nn=20", ""]
+    assert [ax.get_title() for ax in fig.axes] == ["test #0 (GT class 2)", "test #1 (GT class 1)", "", ""]
+    # crops: image 0 around (60, 70, 76, 86): centre (68, 78) -> top 68 - 48 = 20, left 78 - 48 = 30;
+    # image 1 around (0, 0, 10, 12): clipped to (0, 0)
+    for ax, j, (top, left) in ((a0, 0, (20, 30)), (a1, 1, (0, 0)), (b0, 0, (20, 30)), (b1, 1, (0, 0))):
+        shown, = ax.images
+        assert np.array_equal(shown.get_array(), images[j][top:top + 96, left:left + 96])
+        assert ax.get_xlim() == (-0.5, 95.5) and ax.get_ylim() == (95.5, -0.5)
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+
+    def boxes(ax):
+        return [(p.get_xy(), p.get_width(), p.get_height(), p.get_linestyle(), p.get_linewidth(),
+                 _rgb(p.get_edgecolor())) for p in ax.patches]
+
+    def texts(ax):
+        return [(t.get_position(), t.get_text(), _rgb(t.get_color())) for t in ax.texts]
+
+    c1, c2 = _rgb(class_colour(1)), _rgb(class_colour(2))
+    gt0 = ((39.5, 39.5), 16, 16, "-", 1.0, c2)
+    assert boxes(a0) == [gt0, ((41.5, 41.5), 16, 16, "--", 1.5, c2), ((19.5, 19.5), 16, 8, "--", 1.5, c1),
+                         ((9.5, 9.5), 20, 20, "--", 1.5, c1)]
+    assert texts(a0) == [((42, 40), "c2 0.90", c2), ((20, 18), "c1 0.50", c1), ((10, 8), "c1 0.30", c1)]
+    gt1 = [((-0.5, -0.5), 12, 10, "-", 1.0, c1), ((99.5, 99.5), 10, 10, "-", 1.0, c2)]
+    assert boxes(a1) == [*gt1, ((0.5, 0.5), 10, 8, "--", 1.5, c1), ((29.5, 19.5), 5, 5, "--", 1.5, c2)]
+    assert texts(a1) == [((1, -1), "c1 0.80", c1), ((30, 18), "c2 0.15", c2)]  # 0.1 is not above the floor
+    assert boxes(b0) == [gt0, ((39.5, 39.5), 16, 16, "--", 1.5, c2)] and texts(b0) == [((40, 38), "c2 0.60", c2)]
+    assert boxes(b1) == gt1 and texts(b1) == []
+    assert all(p.get_clip_on() for ax in fig.axes for p in [*ax.patches, *ax.texts])
+
+
+def test_examples_figure_says_why_nothing_was_drawn(tmp_path, closed_figures):
+    import json
+
+    from retina_unet.study.report.figures import plot_examples
+
+    df = pd.DataFrame([("donuts_shape", 3, "retina_net", 20, 0, "x")],
+                      columns=["task", "dim", "model", "n_train", "seed", "run_id"])
+    assert plot_examples(tmp_path, df, tmp_path / "e.png") == (None, "no 2D runs to draw")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "y.json").write_text(json.dumps({"artifacts": "runs/y", "result": {"dataset": "d"}}))
+    df2 = df.assign(dim=2, run_id="y")
+    assert plot_examples(tmp_path, df2, tmp_path / "e.png") == (
+        None, f"example predictions unavailable: y: FileNotFoundError: {tmp_path / 'runs' / 'y' / 'out'} has no "
+        "stored test predictions (test_predictions.pt)")
+    assert not closed_figures and not (tmp_path / "e.png").exists()
+
+
+def test_example_runs_pick_the_lowest_seed_at_the_largest_and_smallest_size():
+    """Per model (paper order, then unknown models sorted): the lowest seed's run at the largest and
+    the smallest n_train (once when they are equal); one task only, donuts_shape when present."""
+    from retina_unet.study.report.figures import _example_runs
+
+    cols = ["task", "dim", "model", "n_train", "seed", "run_id"]
+    rows = [("circles_scale", 2, "retina_unet", 20, 0, "cs")]
+    rows += [("donuts_shape", 2, "retina_unet", n, s, f"u{n}s{s}") for n in (20, 100, 1000) for s in (1, 0, 2)]
+    rows += [("donuts_shape", 2, "zzz", 50, 0, "z"), ("donuts_shape", 2, "aaa", 50, 0, "a")]
+    rows += [("donuts_shape", 2, "retina_net", 100, s, f"n100s{s}") for s in (4, 0)]
+    rows += [("donuts_shape", 2, "retina_net", 20, 4, "n20s4")]  # seed 0 ran only at 100: picked once
+    picks = _example_runs(pd.DataFrame(rows, columns=cols))
+    assert [r.run_id for r in picks] == ["u1000s0", "u20s0", "n100s0", "a", "z"]
+    # without donuts_shape: the first task (in sorted order) only
+    rows = [("donuts_pattern", 2, "retina_net", 20, 0, "p"), ("circles_scale", 2, "retina_net", 20, 0, "c"),
+            ("circles_scale", 2, "retina_net", 40, 0, "c40")]
+    assert [r.run_id for r in _example_runs(pd.DataFrame(rows, columns=cols))] == ["c40", "c"]
+    assert _example_runs(pd.DataFrame(columns=cols)) == []
+
+
+def _hand_results():
+    """donuts_shape 2D, seeds 0-2: retina_unet (0.6, 0.7, 0.8) at n=20, 0.9 x 3 at 100; retina_net 0.5 x 3 at
+    20, (0.4, 0.3, 0.2) at 100; mask_rcnn (0.7, 0.85, 1.0) at 20, 0.8 x 3 at 100; detunet 0.65 at 20 (seed 0)."""
+    rows = []
+    for model, n, values in (("retina_unet", 20, [0.6, 0.7, 0.8]), ("retina_unet", 100, [0.9, 0.9, 0.9]),
+                             ("retina_net", 20, [0.5, 0.5, 0.5]), ("retina_net", 100, [0.4, 0.3, 0.2]),
+                             ("mask_rcnn", 20, [0.7, 0.85, 1.0]), ("mask_rcnn", 100, [0.8, 0.8, 0.8]),
+                             ("detunet", 20, [0.65])):
+        rows += [("donuts_shape", 2, model, n, s, v) for s, v in enumerate(values)]
+    return _df(rows)
+
+
+def test_rendered_report_of_a_hand_made_results_table(tmp_path):
+    """The whole README of a hand-made table, and its CSVs. t intervals (3 seeds, t(0.975, 2) = 4.302653,
+    half = 4.302653 * sd / sqrt(3) = 2.484138 * sd): sd 0.1 -> +-0.248; sd 0.15 -> +-0.373; sd 0.05 -> +-0.124.
+    MDD (3 pairs) = (t(0.975, 2) + t(0.8, 2)) * sd / sqrt(3) = (4.302653 + 1.060660) / 1.732051 * sd
+    = 3.096511 * sd: 0.310 for sd 0.1, 0.155 for sd 0.05.
+    Paired (retina_unet - x): retina_net at 20: (0.1, 0.2, 0.3) -> 0.200 [-0.048, 0.448], not resolved;
+    at 100: (0.5, 0.6, 0.7) -> 0.600 [0.352, 0.848], better; mask_rcnn at 20: (-0.1, -0.15, -0.2) ->
+    -0.150 [-0.274, -0.026], worse (sd 0.05); at 100: 0.1 x 3 -> 0.100 [0.100, 0.100], MDD 0, better;
+    detunet at 20: one pair, -0.05, no interval, no MDD, not resolved.
+    The findings rows are findings.py's (tested in tests/test_study_findings.py); here only which are
+    shown and how (the three other tasks' are left out, as "not measured in this study")."""
+    from retina_unet.study.report import render_report
+    from retina_unet.study.report.findings import check_findings
+
+    df = _hand_results()
+    out = tmp_path / "r"
+    readme = render_report(df, out, ["- first header line", "- second"], title="hand")
+    assert readme == out / "README.md"
+    findings = check_findings(df)
+    shown = [f for f in findings if f.where == "donuts_shape 2D"]
+    assert len(shown) == 5 and len(findings) > len(shown)
+    finding_rows = "\n".join(
+        f"| {f.where} | {f.paper} | {f.rule} | {f.ours} | "
+        f"{f.verdict if f.verdict == 'not measured' else '**' + f.verdict + '**'} | {f.resolution()} |" for f in shown)
+    assert [f.verdict for f in shown].count("not measured") == 1
+    want = f"""# Study `hand`: test mAP vs training-set size
+
+_Generated by `python -m retina_unet.study report` from the result files; do not edit by hand._
+
+- first header line
+- second
+
+## The paper's findings, checked
+
+Rules fixed in code before the data (`retina_unet/study/report/findings.py`): each claim becomes a per-seed paired \
+statistic with a 95% Student-t interval. **supported**: the interval excludes 0 (for "no gain" / "same level" claims: \
+the 0.02 margin) in the paper's direction; **contradicted**: it excludes it the other way; **consistent, \
+unresolved** / **against, unresolved**: the interval spans it and the mean agrees / disagrees with the paper. A \
+point estimate alone never supports a claim. MDD: the minimum detectable difference (5% two-sided, 80% power) with \
+the seeds run; "needs ~k": the seeds at which the observed gap would be detectable.
+
+Verdicts: 2 against, unresolved, 2 contradicted, 1 not measured.
+
+| where | paper says | rule | our numbers | verdict | resolution |
+|---|---|---|---|---|---|
+{finding_rows}
+
+Not measured in this study (task not in the grid): circles_scale, donuts_pattern.
+
+## Test mAP vs training-set size (the paper's Fig. 5)
+
+![scaling](scaling.png)
+
+Colour = model; solid line = trained with segmentation supervision, dashed = not; circle = one-stage, square = \
+two-stage.
+
+**donuts_shape 2D** — test mAP, mean [95% CI] (seeds)
+
+| n_train | detunet | mask_rcnn | retina_net | retina_unet |
+|---|---|---|---|---|
+| 100 | – | 0.800 [0.800, 0.800] (n=3) | 0.300 [0.052, 0.548] (n=3) | 0.900 [0.900, 0.900] (n=3) |
+| 20 | 0.650 (n=1) | 0.850 [0.477, 1.223] (n=3) | 0.500 [0.500, 0.500] (n=3) | 0.700 [0.452, 0.948] (n=3) |
+
+## Paired differences per task (paired by seed)
+
+![paired](paired_difference.png)
+
+| comparison | task | n_train | mean diff [95% CI] | pairs | MDD | CI excludes 0 |
+|---|---|---|---|---|---|---|
+| retina_unet - detunet | donuts_shape 2D | 20 | -0.050 | 1 | – | not resolved |
+| retina_unet - mask_rcnn | donuts_shape 2D | 100 | 0.100 [0.100, 0.100] | 3 | 0.000 | U-Net better |
+| retina_unet - mask_rcnn | donuts_shape 2D | 20 | -0.150 [-0.274, -0.026] | 3 | 0.155 | U-Net worse |
+| retina_unet - retina_net | donuts_shape 2D | 100 | 0.600 [0.352, 0.848] | 3 | 0.310 | U-Net better |
+| retina_unet - retina_net | donuts_shape 2D | 20 | 0.200 [-0.048, 0.448] | 3 | 0.310 | not resolved |
+
+## Per-class AP on circles_scale (class = object size)
+
+Not measured (circles_scale not in the study, or no per-class AP in its results).
+
+
+## Example test predictions
+
+example predictions unavailable: no study folder (report made from a results table)
+
+## Learning curves
+
+no learning curves (the result files carry fewer than two epochs)
+
+## Files
+
+- `results.csv`: one row per run (task, dim, model, n_train, seed, mAP, per-class AP, patient AP, wall time, commit)
+- `summary.csv`, `paired_differences.csv`, `per_class_ap.csv`, `findings.csv`: the tables above
+
+"""
+    assert readme.read_text() == want
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "findings.csv", "paired_difference.png",
+                                                     "paired_differences.csv", "results.csv", "scaling.png",
+                                                     "summary.csv"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), df)
+    assert (out / "summary.csv").read_text() == """task,dim,model,n_train,mean,ci_low,ci_high,n_seeds
+donuts_shape,2,detunet,20,0.65,,,1
+donuts_shape,2,mask_rcnn,20,0.85,0.477379,1.22262,3
+donuts_shape,2,mask_rcnn,100,0.8,0.8,0.8,3
+donuts_shape,2,retina_net,20,0.5,0.5,0.5,3
+donuts_shape,2,retina_net,100,0.3,0.0515862,0.548414,3
+donuts_shape,2,retina_unet,20,0.7,0.451586,0.948414,3
+donuts_shape,2,retina_unet,100,0.9,0.9,0.9,3
+"""
+    paired = pd.read_csv(out / "paired_differences.csv")
+    assert list(paired.columns) == ["comparison", "task", "dim", "n_train", "mean", "ci_low", "ci_high", "n_pairs", "mdd"]
+    assert list(paired.comparison) == ["retina_unet - retina_net"] * 2 + ["retina_unet - mask_rcnn"] * 2 + [
+        "retina_unet - detunet"]
+    assert list(paired.n_train) == [20, 100, 20, 100, 20] and list(paired.n_pairs) == [3, 3, 3, 3, 1]
+    h1, h2 = 2.484138 * 0.1, 2.484138 * 0.05
+    import numpy as np
+
+    want_num = np.array([[0.2, 0.2 - h1, 0.2 + h1, 0.309651], [0.6, 0.6 - h1, 0.6 + h1, 0.309651],
+                         [-0.15, -0.15 - h2, -0.15 + h2, 0.154826], [0.1, 0.1, 0.1, 0.0],
+                         [-0.05, np.nan, np.nan, np.nan]])
+    got = paired[["mean", "ci_low", "ci_high", "mdd"]].to_numpy(dtype=float)
+    assert got == pytest.approx(want_num, abs=1e-5, nan_ok=True)
+    got_findings = pd.read_csv(out / "findings.csv", keep_default_na=False)
+    assert list(got_findings.columns) == ["claim", "where", "paper", "rule", "ours", "verdict", "resolution"]
+    assert got_findings.to_dict("records") == [
+        {"claim": f.key, "where": f.where, "paper": f.paper, "rule": f.rule, "ours": f.ours, "verdict": f.verdict,
+         "resolution": f.resolution()} for f in findings]
+    # from results.csv itself: the source is not rewritten
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "results.csv").write_text("keep me")
+    render_report(df, again, [], title="hand", write_results=False)
+    assert (again / "results.csv").read_text() == "keep me"
