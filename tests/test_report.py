@@ -656,7 +656,7 @@ def _hand_results():
     return _df(rows)
 
 
-def test_rendered_report_of_a_hand_made_results_table(tmp_path):
+def test_rendered_report_of_a_hand_made_results_table(tmp_path, closed_figures):
     """The whole README of a hand-made table, and its CSVs. t intervals (3 seeds, t(0.975, 2) = 4.302653,
     half = 4.302653 * sd / sqrt(3) = 2.484138 * sd): sd 0.1 -> +-0.248; sd 0.15 -> +-0.373; sd 0.05 -> +-0.124.
     MDD (3 pairs) = (t(0.975, 2) + t(0.8, 2)) * sd / sqrt(3) = (4.302653 + 1.060660) / 1.732051 * sd
@@ -751,6 +751,12 @@ no learning curves (the result files carry fewer than two epochs)
 
 """
     assert readme.read_text() == want
+    scaling, paired_fig = closed_figures  # the paired figure: every comparison, labelled, its seeds as dots
+    assert [ln.get_label() for ln in scaling.axes[0].lines] == ["retina_unet", "retina_net", "mask_rcnn", "detunet"]
+    ax, = paired_fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["retina_unet - retina_net", "retina_unet - mask_rcnn",
+                                                                   "retina_unet - detunet"]
+    assert [len(col.get_offsets()) for col in ax.collections if type(col).__name__ == "PathCollection"] == [6, 6, 1]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "findings.csv", "paired_difference.png",
                                                      "paired_differences.csv", "results.csv", "scaling.png",
                                                      "summary.csv"]
@@ -788,3 +794,162 @@ donuts_shape,2,retina_unet,100,0.9,0.9,0.9,3
     (again / "results.csv").write_text("keep me")
     render_report(df, again, [], title="hand", write_results=False)
     assert (again / "results.csv").read_text() == "keep me"
+
+
+def test_per_class_section_summarises_each_size_class_of_circles_scale(tmp_path):
+    """Only circles_scale rows and only its AP columns that have a value; a row per (dim, model, n_train)
+    in sorted order. retina_net 2D n=20, class 1 (0.2, 0.3, 0.4): 0.300 [0.052, 0.548]; class 2 0.5 x 3."""
+    from retina_unet.study.report import _per_class_section
+
+    nan = float("nan")
+    cols = ["task", "dim", "model", "n_train", "seed", "map", "ap_class1", "ap_class2", "ap_class3"]
+    rows = [("circles_scale", 2, "retina_net", 20, s, 0.1, a1, 0.5, nan) for s, a1 in enumerate([0.2, 0.3, 0.4])]
+    rows += [("circles_scale", 2, "retina_unet", 20, 0, 0.1, 0.9, nan, nan),
+             ("circles_scale", 3, "retina_net", 20, 0, 0.1, 0.25, 0.35, nan),
+             ("circles_scale", 2, "retina_net", 100, 0, 0.1, 0.6, 0.1, nan),
+             ("donuts_shape", 2, "retina_net", 20, 0, 0.1, 0.8, 0.8, 0.7)]  # not circles_scale: ignored
+    md = _per_class_section(pd.DataFrame(rows, columns=cols), tmp_path)
+    assert md == ["## Per-class AP on circles_scale (class = object size)", "",
+                  "| dim | model | n_train | AP class 1 | AP class 2 |\n"
+                  "|---|---|---|---|---|\n"
+                  "| 2D | retina_net | 20 | 0.300 [0.052, 0.548] | 0.500 [0.500, 0.500] |\n"
+                  "| 2D | retina_net | 100 | 0.600 | 0.100 |\n"
+                  "| 2D | retina_unet | 20 | 0.900 | – |\n"
+                  "| 3D | retina_net | 20 | 0.250 | 0.350 |", ""]
+    assert (tmp_path / "per_class_ap.csv").read_text() == """dim,model,n_train,class,mean,ci_low,ci_high,n_seeds
+2,retina_net,20,1,0.3,0.0515862,0.548414,3
+2,retina_net,20,2,0.5,0.5,0.5,3
+2,retina_net,100,1,0.6,,,1
+2,retina_net,100,2,0.1,,,1
+2,retina_unet,20,1,0.9,,,1
+2,retina_unet,20,2,,,,0
+3,retina_net,20,1,0.25,,,1
+3,retina_net,20,2,0.35,,,1
+"""
+    missing = ["## Per-class AP on circles_scale (class = object size)", "",
+               "Not measured (circles_scale not in the study, or no per-class AP in its results).", ""]
+    no_values = pd.DataFrame([r[:6] + (nan, nan, nan) for r in rows], columns=cols)
+    assert _per_class_section(no_values, tmp_path / "x") == missing
+    assert _per_class_section(pd.DataFrame([rows[-1]], columns=cols), tmp_path / "y") == missing
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_wall_time_section_per_model():
+    """Runs counted with or without a time; median and range of the times there are, to the second."""
+    from retina_unet.study.report import _wall_time_section
+
+    nan = float("nan")
+    df = pd.DataFrame({"model": ["retina_unet", "retina_net", "retina_net", "retina_net", "retina_net", "retina_unet"],
+                       "wall_time_s": [5.2, 10.0, 20.0, nan, 40.0, 6.0]})
+    assert _wall_time_section(df) == [
+        "## Wall time per run", "", "Measured on a machine shared with other jobs unless the provenance says otherwise.",
+        "", "| model | runs | median s | range s |\n|---|---|---|---|\n| retina_net | 4 | 20 | 10-40 |\n"
+        "| retina_unet | 2 | 6 | 5-6 |", ""]
+    assert _wall_time_section(df.assign(wall_time_s=nan)) == []
+    assert _wall_time_section(df.drop(columns="wall_time_s")) == []
+
+
+def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
+    """The README's header, line by line, from a study folder whose sweeps, failures, history, run times,
+    commits and machines are set by hand: sweeps 120 s + (no time) = 2.0 min; runs 60 + 30 + 90 + 120 s =
+    5.0 min; epochs=1 against the smoke preset's 2 x 2 steps: 2 steps, 50%."""
+    import json
+
+    monkeypatch.setattr("retina_unet.study.report.git_commit", lambda: "HEAD1")
+    defn = StudyDefinition(name="prov", tasks=("donuts_shape",), models=("retina_net", "retina_unet"), n_train=(20,),
+                           seeds=(0, 1), dims=(2,), train_preset="smoke", overrides={"epochs": 1})
+    study = tmp_path / "s"
+    run_study(defn, study, engine=FakeEngine(), backend=LocalBackend(1), progress=False)
+    paths = sorted((study / "results").glob("*.json"))
+    assert len(paths) == 4
+    for path, wall, commit, resumed in zip(paths, (60, 30, 90, 120), ("c1", "c2", "c1", None), (True, False, True, False),
+                                           strict=True):
+        env = json.loads(path.read_text())
+        env["runner"] = {"wall_time_s": wall, "cpu": "CPU A", "cpus": 2, "threads": 1, "device": "cpu", "platform": "L"}
+        env["result"].update(environment={"torch": "2.x"}, git_commit=commit, resumed=resumed)
+        env["commit"] = "c0"  # used only where the result carries no commit
+        path.write_text(json.dumps(env))
+    (study / "sweeps.jsonl").write_text(
+        json.dumps({"command": "run A", "commit": "abc", "backend": "local(1)", "done": 3, "failed": 1, "skipped": 0,
+                    "wall_time_s": 120.0}) + "\n"
+        + json.dumps({"command": "run B", "commit": "def", "backend": "ray", "done": 1, "failed": 0, "skipped": 3}) + "\n")
+    (study / "failed").mkdir(exist_ok=True)
+    (study / "failed" / "x.json").write_text(json.dumps({"run_id": "gone"}))
+    (study / "failed" / "y.json").write_text(json.dumps({"run_id": paths[0].stem}))  # failed once, then finished
+    doc = json.loads((study / "study.json").read_text())
+    doc["history"] = [{"event": "created", "summary": "4 runs"}, {"event": "grid extended", "summary": "added 2 runs"}]
+    (study / "study.json").write_text(json.dumps(doc))
+    ph = doc["protocol_hash"]
+    text = write_report(study, tmp_path / "r", engine=FakeEngine(), command="cmd").read_text()
+    header = text.split("_Generated by `python -m retina_unet.study report` from the result files; do not edit by "
+                        "hand._\n\n")[1].split("\n\n## ")[0].splitlines()
+    assert header == [
+        f"- study: `prov` (protocol `{ph}`): tasks ['donuts_shape'], models ['retina_net', 'retina_unet'], n_train "
+        "[20], seeds [0, 1], dims [2], training preset `smoke`, overrides {'epochs': 1}",
+        "- **training schedule: 2 steps per run, 50% of the `smoke` preset's 4.** The models are compared at an equal, "
+        "small compute budget, before they converge: this favours the models that learn fastest, and the mAPs are "
+        "below what the full schedule reaches (docs/speed.md, \"quick schedule\").",
+        "- runs: 4 of 4 finished, 1 failed, 2 resumed after an interruption",
+        "- end-to-end wall time: 2.0 min over 2 sweep(s); sum of run times 5.0 min",
+        "- machine(s) of the runs: CPU A, 2 cpus, 1 torch thread(s) per run, cpu, torch 2.x, L (4 runs) (seeded runs "
+        "repeat bit for bit on the same machine and software, not across CPUs)",
+        "- code commit(s) of the runs: `c0`, `c1`, `c2`",
+        "- sweep `run A` at commit `abc` on local(1): 3 done, 1 failed, 0 skipped, 2.0 min",
+        "- sweep `run B` at commit `def` on ray: 1 done, 0 failed, 3 skipped, 0.0 min",
+        "- history: created: 4 runs",
+        "- history: grid extended: added 2 runs",
+        "- report made at commit `HEAD1` by `cmd`",
+    ]
+
+
+def test_provenance_of_a_study_without_results_or_extras(tmp_path, monkeypatch):
+    monkeypatch.setattr("retina_unet.study.report.git_commit", lambda: "HEAD1")
+    defn = StudyDefinition(name="e", tasks=("donuts_shape",), models=("retina_net",), n_train=(20,), seeds=(0,))
+    run_study(defn, tmp_path / "s", engine=FakeEngine(), backend=LocalBackend(1), progress=False, max_runs=0)
+    (tmp_path / "s" / "sweeps.jsonl").unlink(missing_ok=True)
+    text = write_report(tmp_path / "s", tmp_path / "r", engine=FakeEngine()).read_text()
+    lines = text.splitlines()
+    assert "- runs: 0 of 1 finished" in lines
+    assert "- end-to-end wall time: 0.0 min over 0 sweep(s); sum of run times 0.0 min" in lines
+    assert "- machine(s) of the runs: unknown (seeded runs repeat bit for bit on the same machine and software, not "\
+           "across CPUs)" in lines
+    assert "- code commit(s) of the runs: unknown" in lines
+    assert (f"- report made at commit `HEAD1` by `python -m retina_unet.study report --out {tmp_path / 's'} "
+            f"--report-dir {tmp_path / 'r'}`") in lines
+    assert not any("overrides" in ln or "training schedule" in ln or "sweep `" in ln for ln in lines)
+
+
+def test_machines_lists_each_distinct_machine_with_its_run_count():
+    """The runner's record first, the run's own environment for what it lacks; sorted; unknown last."""
+    from retina_unet.study.report import _machines
+
+    a = {"runner": {"cpu": "CPU A", "cpus": 4, "threads": 1, "device": "cpu", "platform": "Linux-x"},
+         "result": {"environment": {"cpu": "ignored", "cpu_count": 99, "gpu": "ignored", "torch": "2.1",
+                                    "platform": "ignored"}}}
+    b = {"runner": {}, "result": {"environment": {"cpu": "CPU B", "cpu_count": 8, "gpu": "H100", "torch": "2.2",
+                                                  "platform": "Linux-y"}}}
+    c = {"result": {}}
+    assert _machines([a, c, b, a]) == ("CPU A, 4 cpus, 1 torch thread(s) per run, cpu, torch 2.1, Linux-x (2 runs); "
+                                       "CPU B, 8 cpus, H100, torch 2.2, Linux-y (1 runs); unknown (1 runs)")
+    assert _machines([]) == "unknown"
+    assert _machines([{"runner": None, "result": {"environment": None}}]) == "unknown (1 runs)"
+
+
+def test_current_results_says_why_it_could_not_filter(tmp_path):
+    from retina_unet.study.report import _current_results
+    from retina_unet.study.store import StudyFolder
+
+    defn = StudyDefinition(name="e", tasks=("donuts_shape",), models=("retina_net",), n_train=(20,), seeds=(0, 1))
+    run_study(defn, tmp_path / "s", engine=FakeEngine(), backend=LocalBackend(1), progress=False)
+    folder = StudyFolder(tmp_path / "s")
+
+    class Broken(FakeEngine):
+        def resolve(self, spec):
+            raise ValueError("boom")
+
+    kept, note = _current_results(folder, folder.load_definition(), Broken())
+    assert len(kept) == 2
+    assert note.startswith("could not resolve the current run configs (StudyError: study 'e': 2 run(s) cannot run")
+    assert note.endswith("rejects its config: ValueError: boom); all results used")
+    kept, note = _current_results(folder, folder.load_definition(), FakeEngine())
+    assert len(kept) == 2 and note == ""
