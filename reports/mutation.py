@@ -23,6 +23,10 @@ mutant sees the same examples and a run stays tractable on a small machine.
 
 Score = killed / (mutants - skipped), where "killed" counts mutants failing a test or timing out
 (mutmut's own definition); "no tests" mutants (code no selected test runs) count as survivors.
+Survivors judged by hand fall in two lists below, each a rule per shape of mutant with its reason:
+EQUIVALENT (no test can tell them from the code) and COSMETIC (they change only the look of a figure;
+a test could only restate the constant). Both stay in the raw score; the pages and the summary also
+give the score without them, and ``--rerun-survivors`` does not re-test them.
 """
 
 from __future__ import annotations
@@ -293,6 +297,28 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "sample's mask, its centre slice or its projection), so the mask has pixels and the guard is true either way"),
 ]
 
+# Survivors judged cosmetic: the mutant changes only the look of a figure (figure size constants, font
+# sizes, line widths, marker sizes, transparency, legend placement, the seaborn theme and palette, the
+# saved resolution); what the figure shows (its data, axes, scales, labels, titles, legend entries) is
+# unchanged, and a test could only restate the constant. Same form and matching as EQUIVALENT (checked
+# after it). They stay survivors in the raw score; each group's page lists them, and the summary gives
+# the score counting neither the equivalent nor the cosmetic survivors as mutants.
+COSMETIC: list[tuple[str, str, str]] = [
+    # evaluation_io (plots.py)
+    (r"plots\.x_plot_(pr|froc)__", r"sns\.set_theme\(", "the seaborn theme (style, context): colours of the "
+     "background and grid, font scale"),
+    (r"plots\.x_plot_(pr|froc)__", r"sns\.color_palette\(None\)", "the palette of the runs' colours (the "
+     "current default instead of tab10; one colour per run either way)"),
+    (r"plots\.x_plot_(pr|froc)__", r"figsize=\((4\.4|4\.6) \* len\(\w+\), 3\.4\)|figsize=\(3\.[46] \* "
+     r"len\(\w+\), 4\.4\)", "the size of a panel in inches (each panel still gets the same width)"),
+    (r"plots\.x_plot_(pr|froc)__", r"fontsize=(None|8|9|10)(, loc=|\)$)|for r in rates\], \)$|images\", \)$|"
+     r"ax\.legend\(loc=", "a font size (tick labels, legend, title)"),
+    (r"plots\.x_plot_(pr|froc)__", r"ax\.legend\(fontsize=7, (loc=None)?\)$", "the legend's place in its panel "
+     "(matplotlib's best place instead of a fixed corner)"),
+    (r"plots\.x_plot_(pr|froc)__", r"lw=(None|2\.6),$|color=color, label=f", "the curves' line width"),
+    (r"plots\.x_plot_froc__", r"\"o\", color=color, (ms=(None|5))?\)$", "the size of the FROC rate markers"),
+]
+
 # mutmut's exit-code statuses that count as killed / as not tested
 KILLED = {"killed", "timeout", "caught by type check"}
 SKIPPED = {"skipped"}
@@ -394,7 +420,8 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
             shutil.copy2(ROOT / n, dest / n)
     survivors = sorted(k for k, s in _statuses(dest).items() if s not in KILLED | SKIPPED | NOT_RUN)
     diffs = _diffs(dest, survivors)
-    todo = [k for k in survivors if not _equivalent(k, diffs[k])]  # judged equivalent: no test can kill them
+    # judged equivalent (no test can kill them) or cosmetic (no test should): not re-tested
+    todo = [k for k in survivors if not _equivalent(k, diffs[k]) and not _cosmetic(k, diffs[k])]
     info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
             "commit": _commit()}
     (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
@@ -434,6 +461,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
     survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
     diffs = _diffs(dest, survivors)
     equivalent = {k: why for k in survivors if (why := _equivalent(k, diffs[k]))}
+    cosmetic = {k: why for k in survivors if k not in equivalent and (why := _cosmetic(k, diffs[k]))}
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
@@ -460,6 +488,9 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "survivor_diffs": diffs,
         "equivalent": equivalent,
         "score_without_equivalent": killed / (tested - len(equivalent)) if tested > len(equivalent) else None,
+        "cosmetic": cosmetic,
+        "score_without_explained": (killed / (tested - len(equivalent) - len(cosmetic))
+                                    if tested > len(equivalent) + len(cosmetic) else None),
         "seconds": None if seconds is None else round(seconds, 1),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "commit": _commit(),
@@ -470,12 +501,22 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
     }
 
 
-def _equivalent(name: str, diff: str) -> str | None:
+def _judged(rules: list[tuple[str, str, str]], name: str, diff: str) -> str | None:
+    """The reason of the first rule whose name regex matches the mutant and whose diff regex matches one
+    of its added lines, or None."""
     added = [ln[1:].rstrip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    for name_re, diff_re, why in EQUIVALENT:
+    for name_re, diff_re, why in rules:
         if re.search(name_re, name) and any(re.search(diff_re, ln) for ln in added):
             return why
     return None
+
+
+def _equivalent(name: str, diff: str) -> str | None:
+    return _judged(EQUIVALENT, name, diff)
+
+
+def _cosmetic(name: str, diff: str) -> str | None:
+    return _judged(COSMETIC, name, diff)
 
 
 def _commit() -> str:
@@ -505,7 +546,7 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
-        *([f"- the full run's survivors not judged equivalent ({res['rerun'].get('retested')} of "
+        *([f"- the full run's survivors not judged equivalent or cosmetic ({res['rerun'].get('retested')} of "
             f"{res['rerun']['survivors']}) were then re-tested with the tests as at {res['rerun']['commit']} "
             f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
@@ -516,6 +557,8 @@ def write_group(res: dict) -> None:
             "were not run and are left out of the figures"] if res.get("not_run") else []),
         f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
         f"**{_pct(res['score_without_equivalent'])}**",
+        f"- score counting neither those nor the {len(res.get('cosmetic', {}))} survivors judged cosmetic (below: "
+        f"they change only the look of a figure) as mutants: **{_pct(_without_explained(res))}**",
         "",
         "| module | killed | tested | score |",
         "| --- | ---: | ---: | ---: |",
@@ -525,7 +568,9 @@ def write_group(res: dict) -> None:
     lines += ["", f"## Surviving mutants ({len(res['survivor_diffs'])})", ""]
     for k, diff in res["survivor_diffs"].items():
         why = res["equivalent"].get(k)
-        lines += [f"### `{k}` ({res['statuses'][k]}{'; equivalent: ' + why if why else ''})", "",
+        cosmetic = res.get("cosmetic", {}).get(k)
+        note = f"; equivalent: {why}" if why else (f"; cosmetic: {cosmetic}" if cosmetic else "")
+        lines += [f"### `{k}` ({res['statuses'][k]}{note})", "",
                   "```diff", diff, "```", ""]
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
@@ -538,22 +583,38 @@ def write_summary() -> None:
             r = json.loads(p.read_text())
             partial = f" (partial: {r['not_run']} not run)" if r.get("not_run") else ""
             rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])}{partial} | {_pct(r['score_without_equivalent'])} | "
-                        f"{r['killed']} / {r['tested']} | {len(r['survivor_diffs'])} ({len(r['equivalent'])}) | "
+                        f"{_pct(_without_explained(r))} | {r['killed']} / {r['tested']} | "
+                        f"{len(r['survivor_diffs'])} ({len(r['equivalent'])}, {len(r.get('cosmetic', {}))}) | "
                         f"{_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
         else:
-            rows.append(f"| {name} | not run | | | | | | |")
+            rows.append(f"| {name} | not run | | | | | | | |")
     text = "\n".join([
         "# Mutation testing",
         "",
         "Generated by `make mutate` (`python -m reports.mutation [GROUP...]`); do not edit. Each group's "
-        "page lists its surviving mutants with their diffs. Target: >= 85 % killed.",
+        "page lists its surviving mutants with their diffs. Target: >= 85 % killed. *score*: killed / tested, the "
+        "raw rate; *without equivalent*: the survivors judged equivalent (no test can tell them from the code) "
+        "not counted as mutants; *and cosmetic*: nor those judged cosmetic (they change only the look of a "
+        "figure: sizes, fonts, line widths, legend places, theme; a test could only restate the constant). "
+        "Both judgements are rules in `reports/mutation.py` (EQUIVALENT, COSMETIC), each with its reason on "
+        "the group's page.",
         "",
-        "| group | score | score without equivalent | killed / tested | survivors (equivalent) | time | date | commit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| group | score | score without equivalent | score without equivalent and cosmetic | killed / tested | "
+        "survivors (equivalent, cosmetic) | time | date | commit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         *rows,
         "",
     ])
     (OUT / "README.md").write_text(text)
+
+
+def _without_explained(r: dict) -> float | None:
+    """The score counting neither the equivalent nor the cosmetic survivors as mutants (results written
+    before COSMETIC existed have none)."""
+    if "score_without_explained" in r:
+        return r["score_without_explained"]
+    left = r["tested"] - len(r["equivalent"])
+    return r["killed"] / left if left > 0 else None
 
 
 def _secs(x) -> str:
