@@ -953,3 +953,32 @@ def test_current_results_says_why_it_could_not_filter(tmp_path):
     assert note.endswith("rejects its config: ValueError: boom); all results used")
     kept, note = _current_results(folder, folder.load_definition(), FakeEngine())
     assert len(kept) == 2 and note == ""
+
+
+def test_paired_section_orders_rows_and_calls_an_interval_at_zero_unresolved(tmp_path):
+    """Rows by comparison, task, dim (ascending), n_train (descending). circles_scale 2D: equal mAPs, diffs
+    (0, 0): the interval [0, 0] touches 0, so it is not resolved. donuts_shape 2D: diffs (0.1, 0.3), mean 0.2,
+    sd 0.141421, half = t(0.975, 1) * 0.1 = 1.270621; MDD (2 pairs) = (t(0.975, 1) + t(0.8, 1)) * 0.1 =
+    (12.706205 + 1.376382) * 0.1 = 1.408. donuts_shape 3D: diffs (0.1, 0.1)."""
+    from retina_unet.study.report import _paired_section
+
+    rows = []
+    for task, dim, unet, net in (("circles_scale", 2, (0.5, 0.6), (0.5, 0.6)), ("donuts_shape", 2, (0.5, 0.7), (0.4, 0.4)),
+                                 ("donuts_shape", 3, (0.6, 0.7), (0.5, 0.6))):
+        rows += [(task, dim, "retina_unet", 20, s, v) for s, v in enumerate(unet)]
+        rows += [(task, dim, "retina_net", 20, s, v) for s, v in enumerate(net)]
+    md = _paired_section(_df(rows), tmp_path)
+    assert md == ["## Paired differences per task (paired by seed)", "", "![paired](paired_difference.png)", "",
+                  "| comparison | task | n_train | mean diff [95% CI] | pairs | MDD | CI excludes 0 |\n"
+                  "|---|---|---|---|---|---|---|\n"
+                  "| retina_unet - retina_net | circles_scale 2D | 20 | 0.000 [0.000, 0.000] | 2 | 0.000 | not resolved |\n"
+                  "| retina_unet - retina_net | donuts_shape 2D | 20 | 0.200 [-1.071, 1.471] | 2 | 1.408 | not resolved |\n"
+                  "| retina_unet - retina_net | donuts_shape 3D | 20 | 0.100 [0.100, 0.100] | 2 | 0.000 | U-Net better |",
+                  ""]
+    assert (tmp_path / "paired_difference.png").stat().st_size > 0
+    # one model only: nothing to pair, no table, no figure, no CSV
+    only = _df([r for r in rows if r[2] == "retina_net"])
+    assert _paired_section(only, tmp_path / "x") == [
+        "## Paired differences per task (paired by seed)", "",
+        "Not measured (needs Retina U-Net and Retina Net, Mask R-CNN or DetU-Net).", ""]
+    assert not (tmp_path / "x").exists()
