@@ -402,12 +402,14 @@ def _statuses(dest: Path) -> dict[str, str]:
 
 
 def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
-    """Re-test the last full run's survivors in its copy with the working tree's current tests.
+    """Re-test the last full run's survivors in its copy with the working tree's current tests; when
+    that run was interrupted, then also run the mutants it did not reach (with the current tests).
 
     Sound only when tests were added, not changed, since that run (a killed mutant then stays
     killed) and the package code is unchanged: the latter is checked here."""
-    if not (dest / "run-seconds.json").is_file():
-        raise RuntimeError(f"{dest}: no finished full run to re-test the survivors of")
+    if not (dest / "mutants").is_dir():
+        raise RuntimeError(f"{dest}: no full run to re-test the survivors of")
+    interrupted = not (dest / "run-seconds.json").is_file()
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     names = [n for n in files.decode().split("\0") if n]
     changed = [n for n in names if n.startswith(("retina_unet/", "toy_data/")) and (ROOT / n).is_file()
@@ -418,15 +420,19 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
         if n.startswith("tests/") and (ROOT / n).is_file():
             (dest / n).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / n, dest / n)
-    survivors = sorted(k for k, s in _statuses(dest).items() if s not in KILLED | SKIPPED | NOT_RUN)
+    statuses = _statuses(dest)
+    survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
+    not_run = sum(s in NOT_RUN for s in statuses.values()) if interrupted else 0
     diffs = _diffs(dest, survivors)
     # judged equivalent (no test can kill them) or cosmetic (no test should): not re-tested
     todo = [k for k in survivors if not _equivalent(k, diffs[k]) and not _cosmetic(k, diffs[k])]
     info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
-            "commit": _commit()}
+            "commit": _commit(), "continued": not_run, "of": len(statuses)}
     (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
     t0 = time.perf_counter()
     log = _mutmut(dest, "run", "--max-children", str(max_children), *todo, check=False) if todo else ""
+    if not_run:  # mutmut run without names runs only the mutants that have no result yet
+        log += _mutmut(dest, "run", "--max-children", str(max_children), check=False)
     info.update(seconds=time.perf_counter() - t0, complete=True)
     (dest / "mutmut-rerun.log").write_text(log)
     (dest / "rerun.json").write_text(json.dumps(info))
@@ -551,7 +557,11 @@ def write_group(res: dict) -> None:
             f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
                "still count as survivors") + "): tests were only added since, so every mutant killed in the "
-            "full run stays killed" + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
+            "full run stays killed"
+            + (f"; that run had been interrupted after {res['rerun']['of'] - res['rerun']['continued']} of "
+               f"{res['rerun']['of']} mutants, and the re-test went on with the {res['rerun']['continued']} it had "
+               "not run" if res["rerun"].get("continued") else "")
+            + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
             "were not run and are left out of the figures"] if res.get("not_run") else []),
@@ -635,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="re-read the last run's results (no new run)")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="re-test only the last full run's survivors in its copy, with the working tree's tests "
-                    "(after adding tests; refused when the package code changed since that run)")
+                    "(after adding tests; refused when the package code changed since that run); an interrupted "
+                    "run then goes on with the mutants it did not reach")
     args = ap.parse_args(argv)
     if args.list:
         for name, (mods, tests) in GROUPS.items():
