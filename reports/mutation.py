@@ -223,6 +223,30 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "call, nothing drawn since)"),
     (r"plots\.x__save__", r"save_figure_atomic\(fig, path, \)$", "save_figure_atomic's default dpi is 80, DPI "
      "itself"),
+    # study_report_render (study/report/__init__.py, figures.py)
+    (r"report\.x__paired_section__", r"pd\.concat\((per_seed|summaries), (ignore_index=(None|False))?\)$", "the "
+     "concatenated frames keep their own row labels (duplicates): every later use is positional or aligned on the "
+     "same frame (masks of its own columns, assign of a list, sort_values, iterrows, to_csv without the index)"),
+    (r"report\.x__per_class_section__", r"if \(len\(scale\)\) or True else \[\]", "with no circles_scale rows, "
+     "scale[c].notna().any() is False for every column: the list is empty either way"),
+    (r"figures\.x_plot_\w+__", r"zip\((axes\[0\], panels|\*rows|\*ax\.get_legend_handles_labels\(\)|gts\[j\]\[\"boxes\"\], "
+     r"gts\[j\]\[\"labels\"\]), (strict=(None|False))?\)", "the zipped sequences have the same length (one axes per "
+     "panel, the four columns of each row, a label per legend handle, a label per stored box): strict changes nothing"),
+    (r"figures\.x_plot_\w+__", r"squeeze=None", "None is as false as False"),
+    (r"figures\.x_plot_(scaling|paired)__", r"\(np\.array\((c|v), (dtype=None)?\) for (c|v) in zip", "the columns are "
+     "n_train (integers), means and interval ends (floats, NaN for one seed): an integer n_train array plots and "
+     "multiplies (by the shift) to the same values"),
+    (r"figures\.x_plot_paired__", r"ax\.axhline\(color=\"k\", lw=0\.8, ls=\"--\"\)", "axhline's y defaults to 0"),
+    (r"figures\.x__save_palette_png__", r"format=(\"PNG\"|None)|fig\.savefig\(buf, dpi=dpi, metadata=PNG_METADATA\)|"
+     r"format=\"png\", (metadata=None)?\)$", "the PNG matplotlib writes is only an intermediate (format: matplotlib "
+     "reads it case-insensitively and defaults to png, which nothing here changes; its text chunks are dropped when "
+     "PIL re-encodes it)"),
+    (r"figures\.x__save_palette_png__", r"buf\.seek\(1\)", "PIL's Image.open seeks the stream to 0 itself"),
+    (r"figures\.x__save_palette_png__", r"quantize\(256, (dither=None)?\)|quantize\(dither=Image\.Dither\.NONE\)",
+     "Image.quantize uses dither only with a given palette (none here), and 256 colours is its default"),
+    (r"figures\.x__save_palette_png__", r"save\(out, \"png\", optimize|\"PNG\", (optimize=False)?\)$", "PIL reads the "
+     "format name case-insensitively; optimize only changes how hard zlib compresses: the same decoded image "
+     "(a somewhat larger file)"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
@@ -317,6 +341,45 @@ COSMETIC: list[tuple[str, str, str]] = [
      "(matplotlib's best place instead of a fixed corner)"),
     (r"plots\.x_plot_(pr|froc)__", r"lw=(None|2\.6),$|color=color, label=f", "the curves' line width"),
     (r"plots\.x_plot_froc__", r"\"o\", color=color, (ms=(None|5))?\)$", "the size of the FROC rate markers"),
+    # study_report_render (study/report/figures.py)
+    (r"figures\.x_plot_(scaling|paired|learning_curves)__", r"sns\.set_theme\(", "the seaborn theme (style, "
+     "context): colours of the background and grid, font scale"),
+    (r"figures\.x_plot_(scaling|paired)__", r"figsize=\((5\.4 \* len\(panels\), 3\.8|4\.4 \* len\(panels\), 4\.8)\)",
+     "the size of a panel in inches (each panel still gets the same width)"),
+    (r"figures\.x_plot_(scaling|paired)__", r"savefig\(path, (dpi=(None|111), )?bbox_inches=\"tight\", "
+     r"metadata=PNG_METADATA\)$", "the saved resolution"),
+    (r"figures\.x_plot_paired__", r"savefig\(path, dpi=110, (bbox_inches=None, )?metadata=PNG_METADATA\)$",
+     "the margin around the panels in the saved picture (the paired figure's legend is inside a panel)"),
+    (r"figures\.x_plot_scaling__", r"fill_between\(n\[ok\], lo\[ok\], hi\[ok\], color=colour, (alpha=(None|0\.15), )?"
+     r"(lw=(None|0|1))?\)$", "the band's transparency and edge width"),
+    (r"figures\.x_plot_scaling__", r"fig\.legend\(handles, labels, (loc=(None|\"center left\"), )?(bbox_to_anchor="
+     r"(None|\([\d.]+, [\d.]+\)), )?(fontsize=(None|\d+), )?(frameon=(None|True|False),)?$|^\s*title=\"solid: "
+     r"seg-supervised\\ndashed: not\\no one-stage, s two-stage\", (title_fontsize=(None|\d+))?\)$",
+     "the figure legend's place, frame and font sizes (its entries and title are tested)"),
+    (r"figures\.x_plot_scaling__", r"band = 95% t-interval\", (fontsize=(None|11))?\)$", "the title's font size"),
+    (r"figures\.x_plot_paired__", r"ax\.errorbar\(n \* shift, mean, yerr=err, color=f\"C\{i\}\", (marker=(None|\"o\"), )?"
+     r"(capsize=(None|3|4), )?label=comp\)$", "the mean's marker and the size of the interval's caps"),
+    (r"figures\.x_plot_paired__", r"ax\.scatter\(c\.n_train\.to_numpy\(\) \* shift, c\[\"diff\"\], color=f\"C\{i\}\", "
+     r"(alpha=(None|0\.4), )?(s=(None|12|13))?\)$", "the seeds' dots' transparency and size"),
+    (r"figures\.x_plot_paired__", r"ax\.axhline\(0\.0, (color=(None|\"k\"), )?(lw=(None|0\.8|1\.8), )?(ls=(None|\"--\"))?\)$",
+     "the zero line's colour, width and dash (its place at 0 is tested)"),
+    (r"figures\.x_plot_paired__", r"axes\[0\]\[-1\]\.legend\((fontsize=(None|8))?\)$|dots = seeds\", "
+     r"(fontsize=(None|11))?\)$", "a font size (legend, title)"),
+    (r"figures\.x_plot_learning_curves__", r"^\s*(col_wrap=(min\(len\(panels\), 5\)|None), )?kind=\"line\", "
+     r"errorbar=t_errorbar, (height=(None|2\.6|3\.6), )?(aspect=(None|1\.2|2\.2),)?$",
+     "the panels' size and how many go in a row"),
+    (r"figures\.x_plot_learning_curves__", r"g\.set_titles\(\"\{col_name\}\", (size=(None|9))?\)$|band = 95% "
+     r"t-interval\", (y=(None|1\.03|2\.03), )?(fontsize=(None|9|10))?\)$", "a font size and the title's height"),
+    (r"figures\.x_plot_learning_curves__", r"g\.savefig\(path, (dpi=(None|81), )?(bbox_inches=(None|\"tight\"), )?"
+     r"metadata=PNG_METADATA\)$", "the saved resolution and margin"),
+    (r"figures\.x_plot_examples__", r"ax\.imshow\(images\[j\]\[top:top \+ size, left:left \+ size\], (cmap=(None|"
+     r"\"gray\"), )?(vmin=(None|0|1), )?(vmax=(None|1\.2|2\.2))?\)$", "the grey levels the image is shown with "
+     "(the colour map and its range; the pixels shown are tested)"),
+    (r"figures\.x_plot_examples__", r":\.2f\}\", color=color, (fontsize=(None|8),)?$|n=\{r\.n_train\}\", "
+     r"(fontsize=(None|9))?\)$|\['labels'\]\[0\]\)\}\)\", (fontsize=(None|9))?\)$|\{legend\(\)\}\", "
+     r"(fontsize=(None|9))?\)$", "a font size (score labels, row and column titles, title)"),
+    (r"figures\.x__save_palette_png__", r"\.convert\(None\)\.quantize", "the colour quantisation (fast octree on "
+     "RGBA instead of median cut on RGB): another 256-colour approximation of the same picture"),
 ]
 
 # mutmut's exit-code statuses that count as killed / as not tested
