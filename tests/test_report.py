@@ -108,6 +108,8 @@ def test_results_of_older_configs_are_left_out(tmp_path):
 
     text = write_report(tmp_path / "s", tmp_path / "r", engine=Changed()).read_text()
     assert "2 result file(s) from older training configs" in text and "No finished runs yet." in text
+    assert ("- 2 result file(s) from older training configs (the presets changed since) left out; rerun `study run` "
+            "to redo them") in text.splitlines()
 
 
 def test_report_ignores_the_clock_and_names_the_machine(tmp_path, monkeypatch):
@@ -616,11 +618,14 @@ def test_examples_figure_says_why_nothing_was_drawn(tmp_path, closed_figures):
                       columns=["task", "dim", "model", "n_train", "seed", "run_id"])
     assert plot_examples(tmp_path, df, tmp_path / "e.png") == (None, "no 2D runs to draw")
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "y.json").write_text(json.dumps({"artifacts": "runs/y", "result": {"dataset": "d"}}))
-    df2 = df.assign(dim=2, run_id="y")
+    for run in ("y", "z"):
+        (tmp_path / "results" / f"{run}.json").write_text(json.dumps({"artifacts": f"runs/{run}",
+                                                                     "result": {"dataset": "d"}}))
+    df2 = pd.concat([df.assign(dim=2, run_id="y"), df.assign(dim=2, run_id="z", n_train=40)])
     assert plot_examples(tmp_path, df2, tmp_path / "e.png") == (
-        None, f"example predictions unavailable: y: FileNotFoundError: {tmp_path / 'runs' / 'y' / 'out'} has no "
-        "stored test predictions (test_predictions.pt)")
+        None, f"example predictions unavailable: z: FileNotFoundError: {tmp_path / 'runs' / 'z' / 'out'} has no "
+        f"stored test predictions (test_predictions.pt); y: FileNotFoundError: {tmp_path / 'runs' / 'y' / 'out'} has "
+        "no stored test predictions (test_predictions.pt)")
     assert not closed_figures and not (tmp_path / "e.png").exists()
 
 
@@ -851,8 +856,9 @@ def test_wall_time_section_per_model():
 
 def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
     """The README's header, line by line, from a study folder whose sweeps, failures, history, run times,
-    commits and machines are set by hand: sweeps 120 s + (no time) = 2.0 min; runs 60 + 30 + 90 + 120 s =
-    5.0 min; epochs=1 against the smoke preset's 2 x 2 steps: 2 steps, 50%."""
+    commits and machines are set by hand: sweeps 600 s + (no time: 0) + 176.5 s = 776.5 s = 12.94 min
+    (10.0, 0.0 and 2.94 min each); runs 60 + 30 + 90 + 120 s = 5.0 min; epochs=1 against the smoke
+    preset's 2 x 2 steps: 2 steps, 50%."""
     import json
 
     monkeypatch.setattr("retina_unet.study.report.git_commit", lambda: "HEAD1")
@@ -871,8 +877,10 @@ def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
         path.write_text(json.dumps(env))
     (study / "sweeps.jsonl").write_text(
         json.dumps({"command": "run A", "commit": "abc", "backend": "local(1)", "done": 3, "failed": 1, "skipped": 0,
-                    "wall_time_s": 120.0}) + "\n"
-        + json.dumps({"command": "run B", "commit": "def", "backend": "ray", "done": 1, "failed": 0, "skipped": 3}) + "\n")
+                    "wall_time_s": 600.0}) + "\n"
+        + json.dumps({"command": "run B", "commit": "def", "backend": "ray", "done": 1, "failed": 0, "skipped": 3}) + "\n"
+        + json.dumps({"command": "run C", "commit": "fed", "backend": "ray", "done": 0, "failed": 0, "skipped": 4,
+                      "wall_time_s": 176.5}) + "\n")
     (study / "failed").mkdir(exist_ok=True)
     (study / "failed" / "x.json").write_text(json.dumps({"run_id": "gone"}))
     (study / "failed" / "y.json").write_text(json.dumps({"run_id": paths[0].stem}))  # failed once, then finished
@@ -890,12 +898,13 @@ def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
         "small compute budget, before they converge: this favours the models that learn fastest, and the mAPs are "
         "below what the full schedule reaches (docs/speed.md, \"quick schedule\").",
         "- runs: 4 of 4 finished, 1 failed, 2 resumed after an interruption",
-        "- end-to-end wall time: 2.0 min over 2 sweep(s); sum of run times 5.0 min",
+        "- end-to-end wall time: 12.9 min over 3 sweep(s); sum of run times 5.0 min",
         "- machine(s) of the runs: CPU A, 2 cpus, 1 torch thread(s) per run, cpu, torch 2.x, L (4 runs) (seeded runs "
         "repeat bit for bit on the same machine and software, not across CPUs)",
         "- code commit(s) of the runs: `c0`, `c1`, `c2`",
-        "- sweep `run A` at commit `abc` on local(1): 3 done, 1 failed, 0 skipped, 2.0 min",
+        "- sweep `run A` at commit `abc` on local(1): 3 done, 1 failed, 0 skipped, 10.0 min",
         "- sweep `run B` at commit `def` on ray: 1 done, 0 failed, 3 skipped, 0.0 min",
+        "- sweep `run C` at commit `fed` on ray: 0 done, 0 failed, 4 skipped, 2.9 min",
         "- history: created: 4 runs",
         "- history: grid extended: added 2 runs",
         "- report made at commit `HEAD1` by `cmd`",
@@ -903,6 +912,8 @@ def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
 
 
 def test_provenance_of_a_study_without_results_or_extras(tmp_path, monkeypatch):
+    import json
+
     monkeypatch.setattr("retina_unet.study.report.git_commit", lambda: "HEAD1")
     defn = StudyDefinition(name="e", tasks=("donuts_shape",), models=("retina_net",), n_train=(20,), seeds=(0,))
     run_study(defn, tmp_path / "s", engine=FakeEngine(), backend=LocalBackend(1), progress=False, max_runs=0)
@@ -917,6 +928,10 @@ def test_provenance_of_a_study_without_results_or_extras(tmp_path, monkeypatch):
     assert (f"- report made at commit `HEAD1` by `python -m retina_unet.study report --out {tmp_path / 's'} "
             f"--report-dir {tmp_path / 'r'}`") in lines
     assert not any("overrides" in ln or "training schedule" in ln or "sweep `" in ln for ln in lines)
+    d = defn
+    ph = json.loads((tmp_path / "s" / "study.json").read_text())["protocol_hash"]
+    assert (f"- study: `e` (protocol `{ph}`): tasks ['donuts_shape'], models ['retina_net'], n_train [20], seeds [0], "
+            f"dims {list(d.dims)}, training preset `{d.train_preset}`") in lines
 
 
 def test_machines_lists_each_distinct_machine_with_its_run_count():
@@ -982,3 +997,51 @@ def test_paired_section_orders_rows_and_calls_an_interval_at_zero_unresolved(tmp
         "## Paired differences per task (paired by seed)", "",
         "Not measured (needs Retina U-Net and Retina Net, Mask R-CNN or DetU-Net).", ""]
     assert not (tmp_path / "x").exists()
+
+
+def test_write_report_hands_the_study_to_render_report(tmp_path, monkeypatch):
+    """write_report reads the study folder and renders it: the study's name as title, every current
+    result's envelope (learning curves), the folder (example predictions), n_examples as given (3 by
+    default); a folder without study.json is refused."""
+    import retina_unet.study.report as report
+
+    defn = StudyDefinition(name="handed", tasks=("donuts_shape",), models=("retina_net",), n_train=(20,), seeds=(0, 1))
+    run_study(defn, tmp_path / "s", engine=FakeEngine(), backend=LocalBackend(1), progress=False)
+    seen = []
+    monkeypatch.setattr(report, "render_report", lambda *a, **kw: seen.append((a, kw)) or "done")
+    assert write_report(tmp_path / "s", tmp_path / "r", engine=FakeEngine()) == "done"
+    assert write_report(tmp_path / "s", tmp_path / "r", n_examples=5, engine=FakeEngine()) == "done"
+    (args, kw), (_, kw5) = seen
+    assert len(args[0]) == 2 and args[1] == tmp_path / "r" and args[2][0].startswith("- study: `handed`")
+    assert kw["title"] == "handed" and kw["study_root"] == tmp_path / "s" and kw["n_examples"] == 3
+    assert sorted(e["spec"]["seed"] for e in kw["envelopes"]) == [0, 1] and kw5["n_examples"] == 5
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^.*empty is not a study folder \(no study\.json\)$"):
+        write_report(tmp_path / "empty", tmp_path / "r2", engine=FakeEngine())
+
+
+def test_examples_use_the_stored_predictions_without_rehashing_the_dataset(tmp_path, monkeypatch, closed_figures):
+    """The dataset is opened without checksums (a report must not re-hash every image: a byte changed in
+    the test images is drawn, not refused), only the first n images are read (3 by default)."""
+    import numpy as np
+
+    from retina_unet.study.report.figures import plot_examples, stored_examples
+    from toy_data import load_dataset, task_spec, write_dataset
+
+    spec = task_spec("donuts_shape", size=128, margin=4, radii=(8.0, 8.0), hole_radius=3.0)
+    data = write_dataset(spec, tmp_path / "data", seed=5, n_train=0, n_val=0, n_test=5, workers=1, progress=False)
+    raw = bytearray((data / "test" / "images.npy").read_bytes())
+    raw[-1] ^= 0xFF  # the last byte of the last image: checksum no longer matches
+    (data / "test" / "images.npy").write_bytes(bytes(raw))
+    images = load_dataset(data, verify=False, splits=("test",)).split("test").images
+    box = {"boxes": np.array([[60, 70, 76, 86]], np.float32), "labels": np.array([1])}
+    pred = {**box, "scores": np.array([0.9], np.float32)}
+    _store_run(tmp_path / "st", "a", data, [pred] * 5, [box] * 5)
+    env = {"artifacts": "runs/a", "result": {"dataset": str(data)}}
+    got, preds, gts = stored_examples(tmp_path / "st", env, 10)
+    assert got.dtype == np.float32 and got.shape == (5, 128, 128) and np.array_equal(got, images[:5])
+    assert len(preds) == len(gts) == 5 and np.array_equal(gts[4]["boxes"], box["boxes"])
+    df = pd.DataFrame([("donuts_shape", 2, "retina_net", 20, 0, "a")],
+                      columns=["task", "dim", "model", "n_train", "seed", "run_id"])
+    path, note = plot_examples(tmp_path / "st", df, tmp_path / "e.png")
+    assert note == "1 run(s) drawn" and len(closed_figures[0].axes) == 3
