@@ -247,6 +247,23 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"figures\.x__save_palette_png__", r"save\(out, \"png\", optimize|\"PNG\", (optimize=False)?\)$", "PIL reads the "
      "format name case-insensitively; optimize only changes how hard zlib compresses: the same decoded image "
      "(a somewhat larger file)"),
+    (r"figures\.x__draw_box__", r"fill=None, color=color|^\s*\)\)$", "matplotlib stores bool(fill) (None is "
+     "False), and an artist's clip_on defaults to True"),
+    (r"figures\.x_stored_examples__", r"if dataset_path\.is_absolute\(\):", "Path.cwd() / p is p for an absolute "
+     "p, and a relative p is opened relative to the working directory anyway: the same file either way"),
+    (r"figures\.x_stored_examples__", r"load_dataset\(dataset_path, verify=(None|False), (splits=None)?\)|"
+     r"load_dataset\(dataset_path, verify=None, splits", "verify=None is as false as False; loading every split "
+     "instead of only the stored one gives the same test arrays (only more work)"),
+    (r"figures\.x_stored_examples__", r"np\.asarray\(test\.images\[:n\], (dtype=None)?\)$", "the dataset's images "
+     "are float32 already"),
+    (r"report\.x__provenance__", r"if \(not df\.empty\) or True else|df\.get\(\"commit\", (None|pd\.Series\(dtype=None\))?"
+     r"\)\.dropna|if not df\.empty else 1\) / 60", "result_rows always gives a commit column (the empty table "
+     "too), whose sum and set are empty/0 for no runs; and 0 or 1 second of no runs prints 0.0 min"),
+    (r"report\.x__provenance__", r"s\.get\('wall_time_s', 1\) / 60", "a sweep without a recorded time prints 0/60 "
+     "or 1/60 min: 0.0 both at 0.1-minute resolution"),
+    (r"report\.x__short_schedule__", r"train_preset\(d\.train_preset, \)$", "every training preset has the same "
+     "epochs and batches per epoch in 2D and 3D (smoke 4, cpu 800, paper 2400 steps): the default dims give the "
+     "same step count"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
