@@ -264,6 +264,14 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"report\.x__short_schedule__", r"train_preset\(d\.train_preset, \)$", "every training preset has the same "
      "epochs and batches per epoch in 2D and 3D (smoke 4, cpu 800, paper 2400 steps): the default dims give the "
      "same step count"),
+    (r"figures\.x_plot_examples__", r"np\.argsort\(-p\[\"scores\"\], kind=\"STABLE\"\)", "numpy reads the sort "
+     "kind case-insensitively"),
+    (r"figures\.x_plot_examples__", r"ax\.set_(xlim\((None, size - 0\.5|-0\.5, (None)?)\)|ylim\((None, -0\.5|"
+     r"size - 0\.5, (None)?)\))$", "imshow already set the view to the crop's pixel edges (-0.5, size - 0.5), "
+     "and the boxes and labels drawn after it do not move it: an unset limit stays where it is"),
+    (r"figures\.x_plot_examples__", r"_draw_box\(ax, b, class_colour\(lab\), \(top, left\), (ls=GT_STYLE, lw=None|"
+     r"lw=1\.0)\)$", "GT_STYLE is _draw_box's default style ('-'), and lw=None takes rcParams['patch.linewidth'], "
+     "1.0, the width given"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
@@ -392,7 +400,7 @@ COSMETIC: list[tuple[str, str, str]] = [
     (r"figures\.x_plot_examples__", r"ax\.imshow\(images\[j\]\[top:top \+ size, left:left \+ size\], (cmap=(None|"
      r"\"gray\"), )?(vmin=(None|0|1), )?(vmax=(None|1\.2|2\.2))?\)$", "the grey levels the image is shown with "
      "(the colour map and its range; the pixels shown are tested)"),
-    (r"figures\.x_plot_examples__", r":\.2f\}\", color=color, (fontsize=(None|8),)?$|n=\{r\.n_train\}\", "
+    (r"figures\.x_plot_examples__", r":\.2f\}\", color=color, (fontsize=(None|8),|clip_on=True\))?$|n=\{r\.n_train\}\", "
      r"(fontsize=(None|9))?\)$|\['labels'\]\[0\]\)\}\)\", (fontsize=(None|9))?\)$|\{legend\(\)\}\", "
      r"(fontsize=(None|9))?\)$", "a font size (score labels, row and column titles, title)"),
     (r"figures\.x__save_palette_png__", r"\.convert\(None\)\.quantize", "the colour quantisation (fast octree on "

@@ -1036,12 +1036,37 @@ def test_examples_use_the_stored_predictions_without_rehashing_the_dataset(tmp_p
     images = load_dataset(data, verify=False, splits=("test",)).split("test").images
     box = {"boxes": np.array([[60, 70, 76, 86]], np.float32), "labels": np.array([1])}
     pred = {**box, "scores": np.array([0.9], np.float32)}
-    _store_run(tmp_path / "st", "a", data, [pred] * 5, [box] * 5)
+    # image 0: 30 predictions tied at 0.5 (boxes (k, 0, k + 2, 2)), then one at 0.9: the top 3 are the 0.9 and
+    # the first two tied ones in stored order (a stable sort; numpy's default sort puts index 2 before 1 here)
+    tied = {"boxes": np.array([[k, 0, k + 2, 2] for k in range(30)] + [[60, 70, 76, 86]], np.float32),
+            "scores": np.array([0.5] * 30 + [0.9], np.float32), "labels": np.array([1] * 31)}
+    _store_run(tmp_path / "st", "a", data, [tied] + [pred] * 4, [box] * 5)
     env = {"artifacts": "runs/a", "result": {"dataset": str(data)}}
     got, preds, gts = stored_examples(tmp_path / "st", env, 10)
     assert got.dtype == np.float32 and got.shape == (5, 128, 128) and np.array_equal(got, images[:5])
     assert len(preds) == len(gts) == 5 and np.array_equal(gts[4]["boxes"], box["boxes"])
-    df = pd.DataFrame([("donuts_shape", 2, "retina_net", 20, 0, "a")],
-                      columns=["task", "dim", "model", "n_train", "seed", "run_id"])
+    df = pd.DataFrame([("donuts_shape", 2, "retina_net", 20, 0, "a", 0.5)],
+                      columns=["task", "dim", "model", "n_train", "seed", "run_id", "map"])
     path, note = plot_examples(tmp_path / "st", df, tmp_path / "e.png")
     assert note == "1 run(s) drawn" and len(closed_figures[0].axes) == 3
+    # crop of image 0: top 68 - 48 = 20, left 78 - 48 = 30; a label 2 pixels above each box's corner
+    assert [(t.get_position(), t.get_text()) for t in closed_figures[0].axes[0].texts] == [
+        ((40, 38), "c1 0.90"), ((-30, -22), "c1 0.50"), ((-30, -21), "c1 0.50")]
+    # two runs without stored predictions: both named, in pick order
+    (tmp_path / "st" / "results" / "f1.json").write_text('{"artifacts": "runs/f1", "result": {"dataset": "d"}}')
+    (tmp_path / "st" / "results" / "f2.json").write_text('{"artifacts": "runs/f2", "result": {"dataset": "d"}}')
+    more = pd.concat([df, df.assign(model="retina_unet", run_id="f1"), df.assign(model="zzz", run_id="f2")])
+    _, note = plot_examples(tmp_path / "st", more, tmp_path / "e2.png")
+    missing = "has no stored test predictions (test_predictions.pt)"
+    assert note == (f"1 run(s) drawn; skipped: f1: FileNotFoundError: {tmp_path / 'st' / 'runs' / 'f1' / 'out'} "
+                    f"{missing}; f2: FileNotFoundError: {tmp_path / 'st' / 'runs' / 'f2' / 'out'} {missing}")
+    # render_report draws 3 examples by default, into a report folder whose parents do not exist yet
+    from retina_unet.study.report import render_report
+
+    out = tmp_path / "new" / "deeper" / "report"
+    text = render_report(df, out, [], title="t", study_root=tmp_path / "st").read_text()
+    assert "![examples](examples.png)\n\n1 run(s) drawn\n" in text
+    from PIL import Image
+
+    with Image.open(out / "examples.png") as im:
+        assert im.size == (576, 200)  # 3 panels of 2.4 x 2.5 in at 80 dpi
