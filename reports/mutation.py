@@ -272,6 +272,7 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"figures\.x_plot_examples__", r"_draw_box\(ax, b, class_colour\(lab\), \(top, left\), (ls=GT_STYLE, lw=None|"
      r"lw=1\.0)\)$", "GT_STYLE is _draw_box's default style ('-'), and lw=None takes rcParams['patch.linewidth'], "
      "1.0, the width given"),
+    (r"report\.x_render_report__", r"\.groupby\(\"n_train\", sort=None\)", "None is as false as sort=False"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
