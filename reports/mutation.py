@@ -516,10 +516,12 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
     # judged equivalent (no test can kill them) or cosmetic (no test should): not re-tested
     todo = [k for k in survivors if not _equivalent(k, diffs[k]) and not _cosmetic(k, diffs[k])]
     info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
-            "commit": _commit(), "continued": not_run, "of": len(statuses), "continued_at": _commit() if not_run else None}
+            "commit": _commit(), "of": len(statuses)}
+    # how far the full run itself got, kept across re-tests (one that went on with its unrun mutants first)
     last = json.loads((dest / "rerun.json").read_text()) if (dest / "rerun.json").is_file() else {}
-    if not not_run and last.get("continued") and last.get("complete"):  # keep saying how the run was finished
-        info.update(continued=last["continued"], of=last["of"], continued_at=last.get("continued_at") or last["commit"])
+    first = last.get("interrupted_after", last["of"] - last["continued"] if last.get("continued") else None)
+    if first is not None or not_run:
+        info["interrupted_after"] = first if first is not None else len(statuses) - not_run
     (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
     t0 = time.perf_counter()
     log = _mutmut(dest, "run", "--max-children", str(max_children), *todo, check=False) if todo else ""
@@ -650,10 +652,9 @@ def write_group(res: dict) -> None:
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
                "still count as survivors") + "): tests were only added since, so every mutant killed in the "
             "full run stays killed"
-            + (f"; that run had been interrupted after {res['rerun']['of'] - res['rerun']['continued']} of "
-               f"{res['rerun']['of']} mutants, and a re-test with the tests as at "
-               f"{res['rerun'].get('continued_at') or res['rerun']['commit']} went on with the "
-               f"{res['rerun']['continued']} it had not run" if res["rerun"].get("continued") else "")
+            + (f"; that run had been interrupted after {_interrupted_after(res['rerun'])} of {res['rerun']['of']} "
+               "mutants, and the re-tests went on with the others (with the tests of their time)"
+               if _interrupted_after(res["rerun"]) is not None else "")
             + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
@@ -709,6 +710,12 @@ def write_summary() -> None:
         "",
     ])
     (OUT / "README.md").write_text(text)
+
+
+def _interrupted_after(rerun: dict) -> int | None:
+    if rerun.get("interrupted_after") is not None:
+        return rerun["interrupted_after"]
+    return rerun["of"] - rerun["continued"] if rerun.get("continued") else None
 
 
 def _without_explained(r: dict) -> float | None:

@@ -1070,6 +1070,9 @@ def test_examples_use_the_stored_predictions_without_rehashing_the_dataset(tmp_p
 
     with Image.open(out / "examples.png") as im:
         assert im.size == (576, 200)  # 3 panels of 2.4 x 2.5 in at 80 dpi
+    render_report(df, out, [], title="t", study_root=tmp_path / "st", n_examples=2)
+    with Image.open(out / "examples.png") as im:
+        assert im.size == (384, 200)  # n_examples reaches the figure
 
 
 def test_rendered_report_of_no_runs(tmp_path):
