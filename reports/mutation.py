@@ -67,8 +67,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
          "tests/test_report.py::test_t_interval_on_a_hand_case",
          "tests/test_report.py::test_paired_difference_pairs_by_seed_only"],
     ),
-    # writing the report and its figures: ~1900 mutants, each rerunning 3-6 s end-to-end tests
-    # (hours on a 2-core machine); run it on a bigger machine
+    # writing the report and its figures: 1975 mutants, each rerunning up to ~10 s of tests (the end-to-end
+    # ones and the slow real-run one); on the shared 2-core machine a run covers ~600 mutants in half an hour,
+    # so it was finished in pieces (--rerun-survivors goes on with an interrupted run); better on a bigger one
     "study_report_render": (
         ["retina_unet/study/report/__init__.py", "retina_unet/study/report/figures.py"],
         ["tests/test_report.py"],
