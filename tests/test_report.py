@@ -1073,6 +1073,11 @@ def test_examples_use_the_stored_predictions_without_rehashing_the_dataset(tmp_p
     render_report(df, out, [], title="t", study_root=tmp_path / "st", n_examples=2)
     with Image.open(out / "examples.png") as im:
         assert im.size == (384, 200)  # n_examples reaches the figure
+    # with result envelopes that carry two epochs or more: the learning curves section shows the figure
+    envs = [_curve_envelope("donuts_shape", 2, "retina_net", 20, seed, [0.1, 0.2]) for seed in (0, 1)]
+    text = render_report(df, out, [], title="t", envelopes=envs).read_text()
+    assert "## Learning curves\n\n![learning curves](learning_curves.png)\n\n1 panel(s) (n_train 20), 2 run(s)\n\n" in text
+    assert (out / "learning_curves.png").stat().st_size > 0
 
 
 def test_rendered_report_of_no_runs(tmp_path):
