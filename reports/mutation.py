@@ -384,6 +384,8 @@ COSMETIC: list[tuple[str, str, str]] = [
      r"seg-supervised\\ndashed: not\\no one-stage, s two-stage\", (title_fontsize=(None|\d+))?\)$",
      "the figure legend's place, frame and font sizes (its entries and title are tested)"),
     (r"figures\.x_plot_scaling__", r"band = 95% t-interval\", (fontsize=(None|11))?\)$", "the title's font size"),
+    (r"figures\.x_plot_scaling__", r"colour = MODEL_COLOURS\.get\(model, (None)?\)$", "the colour of a model "
+     "outside the paper's six (grey, or matplotlib's next cycle colour); the six keep theirs"),
     (r"figures\.x_plot_paired__", r"ax\.errorbar\(n \* shift, mean, yerr=err, color=f\"C\{i\}\", (marker=(None|\"o\"), )?"
      r"(capsize=(None|3|4), )?label=comp\)$", "the mean's marker and the size of the interval's caps"),
     (r"figures\.x_plot_paired__", r"ax\.scatter\(c\.n_train\.to_numpy\(\) \* shift, c\[\"diff\"\], color=f\"C\{i\}\", "
