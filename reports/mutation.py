@@ -274,6 +274,8 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      r"lw=1\.0)\)$", "GT_STYLE is _draw_box's default style ('-'), and lw=None takes rcParams['patch.linewidth'], "
      "1.0, the width given"),
     (r"report\.x_render_report__", r"\.groupby\(\"n_train\", sort=None\)", "None is as false as sort=False"),
+    (r"figures\.x_plot_learning_curves__", r"facet_kws=None\)$", "relplot's facets share the y axis by default"),
+    (r"report\.x__csv__", r"to_csv\(index=None, ", "None is as false as index=False"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
@@ -384,6 +386,8 @@ COSMETIC: list[tuple[str, str, str]] = [
      r"seg-supervised\\ndashed: not\\no one-stage, s two-stage\", (title_fontsize=(None|\d+))?\)$",
      "the figure legend's place, frame and font sizes (its entries and title are tested)"),
     (r"figures\.x_plot_scaling__", r"band = 95% t-interval\", (fontsize=(None|11))?\)$", "the title's font size"),
+    (r"figures\.x_plot_scaling__", r"bbox_to_anchor=\(1\.0, 0\.5\), fontsize=8, title=\"solid", "the figure legend's "
+     "frame"),
     (r"figures\.x_plot_scaling__", r"colour = MODEL_COLOURS\.get\(model, (None)?\)$", "the colour of a model "
      "outside the paper's six (grey, or matplotlib's next cycle colour); the six keep theirs"),
     (r"figures\.x_plot_paired__", r"ax\.errorbar\(n \* shift, mean, yerr=err, color=f\"C\{i\}\", (marker=(None|\"o\"), )?"

@@ -435,6 +435,8 @@ def test_scaling_figure_draws_a_line_per_model_with_its_t_band(tmp_path, closed_
     assert _rgb(bc.get_facecolor()[0]) == colours["retina_net"]
     legend, = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["retina_unet", "mask_rcnn", "zzz", "retina_net"]
+    assert [_rgb(h.get_color()) for h in legend.legend_handles] == [colours[m] for m in
+                                                                     ("retina_unet", "mask_rcnn", "zzz", "retina_net")]
     assert legend.get_title().get_text() == "solid: seg-supervised\ndashed: not\no one-stage, s two-stage"
     # each panel gets the same width: one panel is half as wide as two
     plot_scaling(df[df.task == "donuts_shape"], tmp_path / "one.png")
@@ -508,6 +510,16 @@ def test_learning_curves_need_two_epochs(tmp_path, closed_figures):
                                                          {"val_mAP": 0.7}]}}]
     assert plot_learning_curves(gaps, tmp_path / "c.png") == want
     assert not closed_figures and not list(tmp_path.iterdir())
+    # records without a loss are drawn all the same (only epoch and val_mAP are needed)
+    no_loss = [{"spec": one[0]["spec"], "result": {"curve": [{"epoch": 1, "val_mAP": 0.5}, {"epoch": 2, "val_mAP": 0.6}]}}]
+    assert plot_learning_curves(no_loss, tmp_path / "d.png")[0] == tmp_path / "d.png"
+
+
+def test_csv_files_keep_six_significant_digits_and_no_index(tmp_path):
+    from retina_unet.study.report import _csv
+
+    _csv(pd.DataFrame({"x": [1e-05, 0.123456789, 1234567.0], "n": [1, 2, 3]}), tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == "x,n\n1e-05,1\n0.123457,2\n1.23457e+06,3\n"
 
 
 def _store_run(root, run_id, dataset, predictions, targets):
