@@ -276,6 +276,12 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"report\.x_render_report__", r"\.groupby\(\"n_train\", sort=None\)", "None is as false as sort=False"),
     (r"figures\.x_plot_learning_curves__", r"facet_kws=None\)$", "relplot's facets share the y axis by default"),
     (r"report\.x__csv__", r"to_csv\(index=None, ", "None is as false as index=False"),
+    (r"figures\.x__panels__", r"itertuples\(index=None\)|order\.get\(k\[0\], 10\)", "index=None is as false as "
+     "False; an unknown task sorts after the three known ones (0-2) with 9 or 10 alike"),
+    (r"figures\.x_plot_learning_curves__", r"^\s*\)$", "without facet_kws relplot's facets share the y axis too "
+     "(its default)"),
+    (r"figures\.x_plot_learning_curves__", r"g\.set_axis_labels\(None, \"validation mAP\"\)", "relplot already "
+     "labels the x axes with the column's name, 'epoch'"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
@@ -398,12 +404,12 @@ COSMETIC: list[tuple[str, str, str]] = [
      "the zero line's colour, width and dash (its place at 0 is tested)"),
     (r"figures\.x_plot_paired__", r"axes\[0\]\[-1\]\.legend\((fontsize=(None|8))?\)$|dots = seeds\", "
      r"(fontsize=(None|11))?\)$", "a font size (legend, title)"),
-    (r"figures\.x_plot_learning_curves__", r"^\s*(col_wrap=(min\(len\(panels\), 5\)|None), )?kind=\"line\", "
-     r"errorbar=t_errorbar, (height=(None|2\.6|3\.6), )?(aspect=(None|1\.2|2\.2),)?$",
+    (r"figures\.x_plot_learning_curves__", r"^\s*(col_wrap=(min\(len\(panels\), [45]\)|None), )?kind=\"line\", "
+     r"errorbar=t_errorbar, (height=(None|2\.6|3\.6), )?(aspect=(None|1\.2|2\.2),)?( ?facet_kws=\{\"sharey\": True\}\))?$",
      "the panels' size and how many go in a row"),
     (r"figures\.x_plot_learning_curves__", r"g\.set_titles\(\"\{col_name\}\", (size=(None|9))?\)$|band = 95% "
-     r"t-interval\", (y=(None|1\.03|2\.03), )?(fontsize=(None|9|10))?\)$", "a font size and the title's height"),
-    (r"figures\.x_plot_learning_curves__", r"g\.savefig\(path, (dpi=(None|81), )?(bbox_inches=(None|\"tight\"), )?"
+     r"t-interval\", (y=(None|1\.03|2\.03\d*), )?(fontsize=(None|9|10))?\)$", "a font size and the title's height"),
+    (r"figures\.x_plot_learning_curves__", r"g\.savefig\(path, (dpi=(None|80|81), )?(bbox_inches=(None|\"tight\"), )?"
      r"metadata=PNG_METADATA\)$", "the saved resolution and margin"),
     (r"figures\.x_plot_examples__", r"ax\.imshow\(images\[j\]\[top:top \+ size, left:left \+ size\], (cmap=(None|"
      r"\"gray\"), )?(vmin=(None|0|1), )?(vmax=(None|1\.2|2\.2))?\)$", "the grey levels the image is shown with "

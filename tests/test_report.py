@@ -472,6 +472,10 @@ def test_learning_curves_figure_has_a_panel_per_task_and_size(tmp_path, closed_f
                                        "seed": 0, "epoch": 2, "val_mAP": 0.8, "loss": 0.8}
     path, note = plot_learning_curves(envs, tmp_path / "lc.png")
     assert path == tmp_path / "lc.png" and path.stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and "Software" not in im.info  # no version tag: regenerated files stay identical
     assert note == "3 panel(s) (n_train 100, 20), 5 run(s)"
     fig, = closed_figures
     assert fig._suptitle.get_text() == "learning curves: mean over seeds, band = 95% t-interval"
@@ -1101,3 +1105,13 @@ def test_rendered_report_of_no_runs(tmp_path):
                                   "retina_unet.study report` from the result files; do not edit by hand._\n\n- h\n\n"
                                   "No finished runs yet.\n")
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["README.md", "results.csv"]
+
+
+def test_panels_go_by_dim_then_the_paper_task_order_then_name():
+    from retina_unet.study.report.figures import _panels
+
+    df = pd.DataFrame({"task": ["zeta", "circles_scale", "donuts_pattern", "donuts_shape", "alpha", "donuts_shape"],
+                       "dim": [2, 2, 2, 2, 2, 3]})
+    assert _panels(df) == [("donuts_shape", 2), ("donuts_pattern", 2), ("circles_scale", 2), ("alpha", 2),
+                           ("zeta", 2), ("donuts_shape", 3)]
+    assert _panels(df[df.task != "circles_scale"])[:3] == [("donuts_shape", 2), ("donuts_pattern", 2), ("alpha", 2)]
