@@ -276,8 +276,9 @@ EQUIVALENT: list[tuple[str, str, str]] = [
     (r"report\.x_render_report__", r"\.groupby\(\"n_train\", sort=None\)", "None is as false as sort=False"),
     (r"figures\.x_plot_learning_curves__", r"facet_kws=None\)$", "relplot's facets share the y axis by default"),
     (r"report\.x__csv__", r"to_csv\(index=None, ", "None is as false as index=False"),
-    (r"figures\.x__panels__", r"itertuples\(index=None\)|order\.get\(k\[0\], 10\)", "index=None is as false as "
-     "False; an unknown task sorts after the three known ones (0-2) with 9 or 10 alike"),
+    (r"figures\.x__panels__", r"itertuples\(index=None\)|order\.get\(k\[0\], 10\)|\"circles_scale\": 3\}", "index=None is as "
+     "false as False; only the order of the ranks matters: circles_scale at 3 still sorts after donuts_pattern (1) "
+     "and before unknown tasks (9), which sort after the three known ones with 9 or 10 alike"),
     (r"figures\.x_plot_learning_curves__", r"^\s*\)$", "without facet_kws relplot's facets share the y axis too "
      "(its default)"),
     (r"figures\.x_plot_learning_curves__", r"g\.set_axis_labels\(None, \"validation mAP\"\)", "relplot already "
