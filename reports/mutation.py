@@ -23,6 +23,10 @@ mutant sees the same examples and a run stays tractable on a small machine.
 
 Score = killed / (mutants - skipped), where "killed" counts mutants failing a test or timing out
 (mutmut's own definition); "no tests" mutants (code no selected test runs) count as survivors.
+Survivors judged by hand fall in two lists below, each a rule per shape of mutant with its reason:
+EQUIVALENT (no test can tell them from the code) and COSMETIC (they change only the look of a figure;
+a test could only restate the constant). Both stay in the raw score; the pages and the summary also
+give the score without them, and ``--rerun-survivors`` does not re-test them.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
          "tests/test_report.py::test_t_interval_on_a_hand_case",
          "tests/test_report.py::test_paired_difference_pairs_by_seed_only"],
     ),
-    # writing the report and its figures: ~1900 mutants, each rerunning 3-6 s end-to-end tests
-    # (hours on a 2-core machine); run it on a bigger machine
+    # writing the report and its figures: 1975 mutants, each rerunning up to ~10 s of tests (the end-to-end
+    # ones and the slow real-run one); on the shared 2-core machine a run covers ~600 mutants in half an hour,
+    # so it was finished in pieces (--rerun-survivors goes on with an interrupted run); better on a bigger one
     "study_report_render": (
         ["retina_unet/study/report/__init__.py", "retina_unet/study/report/figures.py"],
         ["tests/test_report.py"],
@@ -219,6 +224,65 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "call, nothing drawn since)"),
     (r"plots\.x__save__", r"save_figure_atomic\(fig, path, \)$", "save_figure_atomic's default dpi is 80, DPI "
      "itself"),
+    # study_report_render (study/report/__init__.py, figures.py)
+    (r"report\.x__paired_section__", r"pd\.concat\((per_seed|summaries), (ignore_index=(None|False))?\)$", "the "
+     "concatenated frames keep their own row labels (duplicates): every later use is positional or aligned on the "
+     "same frame (masks of its own columns, assign of a list, sort_values, iterrows, to_csv without the index)"),
+    (r"report\.x__per_class_section__", r"if \(len\(scale\)\) or True else \[\]", "with no circles_scale rows, "
+     "scale[c].notna().any() is False for every column: the list is empty either way"),
+    (r"figures\.x_plot_\w+__", r"zip\((axes\[0\], panels|\*rows|\*ax\.get_legend_handles_labels\(\)|gts\[j\]\[\"boxes\"\], "
+     r"gts\[j\]\[\"labels\"\]), (strict=(None|False))?\)", "the zipped sequences have the same length (one axes per "
+     "panel, the four columns of each row, a label per legend handle, a label per stored box): strict changes nothing"),
+    (r"figures\.x_plot_\w+__", r"squeeze=None", "None is as false as False"),
+    (r"figures\.x_plot_(scaling|paired)__", r"\(np\.array\((c|v), (dtype=None)?\) for (c|v) in zip", "the columns are "
+     "n_train (integers), means and interval ends (floats, NaN for one seed): an integer n_train array plots and "
+     "multiplies (by the shift) to the same values"),
+    (r"figures\.x_plot_paired__", r"ax\.axhline\(color=\"k\", lw=0\.8, ls=\"--\"\)", "axhline's y defaults to 0"),
+    (r"figures\.x__save_palette_png__", r"format=(\"PNG\"|None)|fig\.savefig\(buf, dpi=dpi, metadata=PNG_METADATA\)|"
+     r"format=\"png\", (metadata=None)?\)$", "the PNG matplotlib writes is only an intermediate (format: matplotlib "
+     "reads it case-insensitively and defaults to png, which nothing here changes; its text chunks are dropped when "
+     "PIL re-encodes it)"),
+    (r"figures\.x__save_palette_png__", r"buf\.seek\(1\)", "PIL's Image.open seeks the stream to 0 itself"),
+    (r"figures\.x__save_palette_png__", r"quantize\(256, (dither=None)?\)|quantize\(dither=Image\.Dither\.NONE\)",
+     "Image.quantize uses dither only with a given palette (none here), and 256 colours is its default"),
+    (r"figures\.x__save_palette_png__", r"save\(out, \"png\", optimize|\"PNG\", (optimize=False)?\)$", "PIL reads the "
+     "format name case-insensitively; optimize only changes how hard zlib compresses: the same decoded image "
+     "(a somewhat larger file)"),
+    (r"figures\.x__draw_box__", r"fill=None, color=color|^\s*\)\)$", "matplotlib stores bool(fill) (None is "
+     "False), and an artist's clip_on defaults to True"),
+    (r"figures\.x_stored_examples__", r"if dataset_path\.is_absolute\(\):", "Path.cwd() / p is p for an absolute "
+     "p, and a relative p is opened relative to the working directory anyway: the same file either way"),
+    (r"figures\.x_stored_examples__", r"load_dataset\(dataset_path, verify=(None|False), (splits=None)?\)|"
+     r"load_dataset\(dataset_path, verify=None, splits", "verify=None is as false as False; loading every split "
+     "instead of only the stored one gives the same test arrays (only more work)"),
+    (r"figures\.x_stored_examples__", r"np\.asarray\(test\.images\[:n\], (dtype=None)?\)$", "the dataset's images "
+     "are float32 already"),
+    (r"report\.x__provenance__", r"if \(not df\.empty\) or True else|df\.get\(\"commit\", (None|pd\.Series\(dtype=None\))?"
+     r"\)\.dropna|if not df\.empty else 1\) / 60", "result_rows always gives a commit column (the empty table "
+     "too), whose sum and set are empty/0 for no runs; and 0 or 1 second of no runs prints 0.0 min"),
+    (r"report\.x__provenance__", r"s\.get\('wall_time_s', 1\) / 60", "a sweep without a recorded time prints 0/60 "
+     "or 1/60 min: 0.0 both at 0.1-minute resolution"),
+    (r"report\.x__short_schedule__", r"train_preset\(d\.train_preset, \)$", "every training preset has the same "
+     "epochs and batches per epoch in 2D and 3D (smoke 4, cpu 800, paper 2400 steps): the default dims give the "
+     "same step count"),
+    (r"figures\.x_plot_examples__", r"np\.argsort\(-p\[\"scores\"\], kind=\"STABLE\"\)", "numpy reads the sort "
+     "kind case-insensitively"),
+    (r"figures\.x_plot_examples__", r"ax\.set_(xlim\((None, size - 0\.5|-0\.5, (None)?)\)|ylim\((None, -0\.5|"
+     r"size - 0\.5, (None)?)\))$", "imshow already set the view to the crop's pixel edges (-0.5, size - 0.5), "
+     "and the boxes and labels drawn after it do not move it: an unset limit stays where it is"),
+    (r"figures\.x_plot_examples__", r"_draw_box\(ax, b, class_colour\(lab\), \(top, left\), (ls=GT_STYLE, lw=None|"
+     r"lw=1\.0)\)$", "GT_STYLE is _draw_box's default style ('-'), and lw=None takes rcParams['patch.linewidth'], "
+     "1.0, the width given"),
+    (r"report\.x_render_report__", r"\.groupby\(\"n_train\", sort=None\)", "None is as false as sort=False"),
+    (r"figures\.x_plot_learning_curves__", r"facet_kws=None\)$", "relplot's facets share the y axis by default"),
+    (r"report\.x__csv__", r"to_csv\(index=None, ", "None is as false as index=False"),
+    (r"figures\.x__panels__", r"itertuples\(index=None\)|order\.get\(k\[0\], 10\)|\"circles_scale\": 3\}", "index=None is as "
+     "false as False; only the order of the ranks matters: circles_scale at 3 still sorts after donuts_pattern (1) "
+     "and before unknown tasks (9), which sort after the three known ones with 9 or 10 alike"),
+    (r"figures\.x_plot_learning_curves__", r"^\s*\)$", "without facet_kws relplot's facets share the y axis too "
+     "(its default)"),
+    (r"figures\.x_plot_learning_curves__", r"g\.set_axis_labels\(None, \"validation mAP\"\)", "relplot already "
+     "labels the x axes with the column's name, 'epoch'"),
     # toy_data (generate.py, spec.py, palette.py, reference.py)
     (r"^toy_data\.(generate|reference)\.", r"zip\([^()]*, (strict=(None|False))?\)(\]|\), lo)$", "the zipped "
      "sequences have one entry per axis each: strict changes nothing"),
@@ -291,6 +355,71 @@ EQUIVALENT: list[tuple[str, str, str]] = [
      "matplotlib >= 3.8 contours a boolean array at level 0.5 by default"),
     (r"toy_data\.preview\.x_write_preview__", r"if \(msk2 >= 0\)\.any\(\)", "every panel shows its object (the "
      "sample's mask, its centre slice or its projection), so the mask has pixels and the guard is true either way"),
+]
+
+# Survivors judged cosmetic: the mutant changes only the look of a figure (figure size constants, font
+# sizes, line widths, marker sizes, transparency, legend placement, the seaborn theme and palette, the
+# saved resolution); what the figure shows (its data, axes, scales, labels, titles, legend entries) is
+# unchanged, and a test could only restate the constant. Same form and matching as EQUIVALENT (checked
+# after it). They stay survivors in the raw score; each group's page lists them, and the summary gives
+# the score counting neither the equivalent nor the cosmetic survivors as mutants.
+COSMETIC: list[tuple[str, str, str]] = [
+    # evaluation_io (plots.py)
+    (r"plots\.x_plot_(pr|froc)__", r"sns\.set_theme\(", "the seaborn theme (style, context): colours of the "
+     "background and grid, font scale"),
+    (r"plots\.x_plot_(pr|froc)__", r"sns\.color_palette\(None\)", "the palette of the runs' colours (the "
+     "current default instead of tab10; one colour per run either way)"),
+    (r"plots\.x_plot_(pr|froc)__", r"figsize=\((4\.4|4\.6) \* len\(\w+\), 3\.4\)|figsize=\(3\.[46] \* "
+     r"len\(\w+\), 4\.4\)", "the size of a panel in inches (each panel still gets the same width)"),
+    (r"plots\.x_plot_(pr|froc)__", r"fontsize=(None|8|9|10)(, loc=|\)$)|for r in rates\], \)$|images\", \)$|"
+     r"ax\.legend\(loc=", "a font size (tick labels, legend, title)"),
+    (r"plots\.x_plot_(pr|froc)__", r"ax\.legend\(fontsize=7, (loc=None)?\)$", "the legend's place in its panel "
+     "(matplotlib's best place instead of a fixed corner)"),
+    (r"plots\.x_plot_(pr|froc)__", r"lw=(None|2\.6),$|color=color, label=f", "the curves' line width"),
+    (r"plots\.x_plot_froc__", r"\"o\", color=color, (ms=(None|5))?\)$", "the size of the FROC rate markers"),
+    # study_report_render (study/report/figures.py)
+    (r"figures\.x_plot_(scaling|paired|learning_curves)__", r"sns\.set_theme\(", "the seaborn theme (style, "
+     "context): colours of the background and grid, font scale"),
+    (r"figures\.x_plot_(scaling|paired)__", r"figsize=\((5\.4 \* len\(panels\), 3\.8|4\.4 \* len\(panels\), 4\.8)\)",
+     "the size of a panel in inches (each panel still gets the same width)"),
+    (r"figures\.x_plot_(scaling|paired)__", r"savefig\(path, (dpi=(None|111), )?bbox_inches=\"tight\", "
+     r"metadata=PNG_METADATA\)$", "the saved resolution"),
+    (r"figures\.x_plot_paired__", r"savefig\(path, dpi=110, (bbox_inches=None, )?metadata=PNG_METADATA\)$",
+     "the margin around the panels in the saved picture (the paired figure's legend is inside a panel)"),
+    (r"figures\.x_plot_scaling__", r"fill_between\(n\[ok\], lo\[ok\], hi\[ok\], color=colour, (alpha=(None|0\.15), )?"
+     r"(lw=(None|0|1))?\)$", "the band's transparency and edge width"),
+    (r"figures\.x_plot_scaling__", r"fig\.legend\(handles, labels, (loc=(None|\"center left\"), )?(bbox_to_anchor="
+     r"(None|\([\d.]+, [\d.]+\)), )?(fontsize=(None|\d+), )?(frameon=(None|True|False),)?$|^\s*title=\"solid: "
+     r"seg-supervised\\ndashed: not\\no one-stage, s two-stage\", (title_fontsize=(None|\d+))?\)$",
+     "the figure legend's place, frame and font sizes (its entries and title are tested)"),
+    (r"figures\.x_plot_scaling__", r"band = 95% t-interval\", (fontsize=(None|11))?\)$", "the title's font size"),
+    (r"figures\.x_plot_scaling__", r"bbox_to_anchor=\(1\.0, 0\.5\), fontsize=8, title=\"solid", "the figure legend's "
+     "frame"),
+    (r"figures\.x_plot_scaling__", r"colour = MODEL_COLOURS\.get\(model, (None)?\)$", "the colour of a model "
+     "outside the paper's six (grey, or matplotlib's next cycle colour); the six keep theirs"),
+    (r"figures\.x_plot_paired__", r"ax\.errorbar\(n \* shift, mean, yerr=err, color=f\"C\{i\}\", (marker=(None|\"o\"), )?"
+     r"(capsize=(None|3|4), )?label=comp\)$", "the mean's marker and the size of the interval's caps"),
+    (r"figures\.x_plot_paired__", r"ax\.scatter\(c\.n_train\.to_numpy\(\) \* shift, c\[\"diff\"\], color=f\"C\{i\}\", "
+     r"(alpha=(None|0\.4), )?(s=(None|12|13))?\)$", "the seeds' dots' transparency and size"),
+    (r"figures\.x_plot_paired__", r"ax\.axhline\(0\.0, (color=(None|\"k\"), )?(lw=(None|0\.8|1\.8), )?(ls=(None|\"--\"))?\)$",
+     "the zero line's colour, width and dash (its place at 0 is tested)"),
+    (r"figures\.x_plot_paired__", r"axes\[0\]\[-1\]\.legend\((fontsize=(None|8))?\)$|dots = seeds\", "
+     r"(fontsize=(None|11))?\)$", "a font size (legend, title)"),
+    (r"figures\.x_plot_learning_curves__", r"^\s*(col_wrap=(min\(len\(panels\), [45]\)|None), )?kind=\"line\", "
+     r"errorbar=t_errorbar, (height=(None|2\.6|3\.6), )?(aspect=(None|1\.2|2\.2),)?( ?facet_kws=\{\"sharey\": True\}\))?$",
+     "the panels' size and how many go in a row"),
+    (r"figures\.x_plot_learning_curves__", r"g\.set_titles\(\"\{col_name\}\", (size=(None|9))?\)$|band = 95% "
+     r"t-interval\", (y=(None|1\.03|2\.03\d*), )?(fontsize=(None|9|10))?\)$", "a font size and the title's height"),
+    (r"figures\.x_plot_learning_curves__", r"g\.savefig\(path, (dpi=(None|80|81), )?(bbox_inches=(None|\"tight\"), )?"
+     r"metadata=PNG_METADATA\)$", "the saved resolution and margin"),
+    (r"figures\.x_plot_examples__", r"ax\.imshow\(images\[j\]\[top:top \+ size, left:left \+ size\], (cmap=(None|"
+     r"\"gray\"), )?(vmin=(None|0|1), )?(vmax=(None|1\.2|2\.2))?\)$", "the grey levels the image is shown with "
+     "(the colour map and its range; the pixels shown are tested)"),
+    (r"figures\.x_plot_examples__", r":\.2f\}\", color=color, (fontsize=(None|8),|clip_on=True\))?$|n=\{r\.n_train\}\", "
+     r"(fontsize=(None|9))?\)$|\['labels'\]\[0\]\)\}\)\", (fontsize=(None|9))?\)$|\{legend\(\)\}\", "
+     r"(fontsize=(None|9))?\)$", "a font size (score labels, row and column titles, title)"),
+    (r"figures\.x__save_palette_png__", r"\.convert\(None\)\.quantize", "the colour quantisation (fast octree on "
+     "RGBA instead of median cut on RGB): another 256-colour approximation of the same picture"),
 ]
 
 # mutmut's exit-code statuses that count as killed / as not tested
@@ -376,12 +505,14 @@ def _statuses(dest: Path) -> dict[str, str]:
 
 
 def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
-    """Re-test the last full run's survivors in its copy with the working tree's current tests.
+    """Re-test the last full run's survivors in its copy with the working tree's current tests; when
+    that run was interrupted, then also run the mutants it did not reach (with the current tests).
 
     Sound only when tests were added, not changed, since that run (a killed mutant then stays
     killed) and the package code is unchanged: the latter is checked here."""
-    if not (dest / "run-seconds.json").is_file():
-        raise RuntimeError(f"{dest}: no finished full run to re-test the survivors of")
+    if not (dest / "mutants").is_dir():
+        raise RuntimeError(f"{dest}: no full run to re-test the survivors of")
+    interrupted = not (dest / "run-seconds.json").is_file()
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     names = [n for n in files.decode().split("\0") if n]
     changed = [n for n in names if n.startswith(("retina_unet/", "toy_data/")) and (ROOT / n).is_file()
@@ -392,14 +523,24 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
         if n.startswith("tests/") and (ROOT / n).is_file():
             (dest / n).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / n, dest / n)
-    survivors = sorted(k for k, s in _statuses(dest).items() if s not in KILLED | SKIPPED | NOT_RUN)
+    statuses = _statuses(dest)
+    survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
+    not_run = sum(s in NOT_RUN for s in statuses.values()) if interrupted else 0
     diffs = _diffs(dest, survivors)
-    todo = [k for k in survivors if not _equivalent(k, diffs[k])]  # judged equivalent: no test can kill them
+    # judged equivalent (no test can kill them) or cosmetic (no test should): not re-tested
+    todo = [k for k in survivors if not _equivalent(k, diffs[k]) and not _cosmetic(k, diffs[k])]
     info = {"survivors": len(survivors), "retested": len(todo), "seconds": None, "complete": False,
-            "commit": _commit()}
+            "commit": _commit(), "of": len(statuses)}
+    # how far the full run itself got, kept across re-tests (one that went on with its unrun mutants first)
+    last = json.loads((dest / "rerun.json").read_text()) if (dest / "rerun.json").is_file() else {}
+    first = last.get("interrupted_after", last["of"] - last["continued"] if last.get("continued") else None)
+    if first is not None or not_run:
+        info["interrupted_after"] = first if first is not None else len(statuses) - not_run
     (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
     t0 = time.perf_counter()
     log = _mutmut(dest, "run", "--max-children", str(max_children), *todo, check=False) if todo else ""
+    if not_run:  # mutmut run without names runs only the mutants that have no result yet
+        log += _mutmut(dest, "run", "--max-children", str(max_children), check=False)
     info.update(seconds=time.perf_counter() - t0, complete=True)
     (dest / "mutmut-rerun.log").write_text(log)
     (dest / "rerun.json").write_text(json.dumps(info))
@@ -434,6 +575,7 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
     survivors = sorted(k for k, s in statuses.items() if s not in KILLED | SKIPPED | NOT_RUN)
     diffs = _diffs(dest, survivors)
     equivalent = {k: why for k in survivors if (why := _equivalent(k, diffs[k]))}
+    cosmetic = {k: why for k in survivors if k not in equivalent and (why := _cosmetic(k, diffs[k]))}
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
@@ -460,6 +602,9 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
         "survivor_diffs": diffs,
         "equivalent": equivalent,
         "score_without_equivalent": killed / (tested - len(equivalent)) if tested > len(equivalent) else None,
+        "cosmetic": cosmetic,
+        "score_without_explained": (killed / (tested - len(equivalent) - len(cosmetic))
+                                    if tested > len(equivalent) + len(cosmetic) else None),
         "seconds": None if seconds is None else round(seconds, 1),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "commit": _commit(),
@@ -470,12 +615,22 @@ def run_group(name: str, max_children: int, tests_rev: str | None = None, reuse:
     }
 
 
-def _equivalent(name: str, diff: str) -> str | None:
+def _judged(rules: list[tuple[str, str, str]], name: str, diff: str) -> str | None:
+    """The reason of the first rule whose name regex matches the mutant and whose diff regex matches one
+    of its added lines, or None."""
     added = [ln[1:].rstrip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
-    for name_re, diff_re, why in EQUIVALENT:
+    for name_re, diff_re, why in rules:
         if re.search(name_re, name) and any(re.search(diff_re, ln) for ln in added):
             return why
     return None
+
+
+def _equivalent(name: str, diff: str) -> str | None:
+    return _judged(EQUIVALENT, name, diff)
+
+
+def _cosmetic(name: str, diff: str) -> str | None:
+    return _judged(COSMETIC, name, diff)
 
 
 def _commit() -> str:
@@ -505,17 +660,23 @@ def write_group(res: dict) -> None:
         f"- tests: {', '.join(f'`{t}`' for t in res['tests'])}",
         f"- **score: {_pct(res['score'])}** ({res['killed']} killed of {res['tested']}); "
         + ", ".join(f"{k}: {v}" for k, v in sorted(res["counts"].items())),
-        *([f"- the full run's survivors not judged equivalent ({res['rerun'].get('retested')} of "
+        *([f"- the full run's survivors not judged equivalent or cosmetic ({res['rerun'].get('retested')} of "
             f"{res['rerun']['survivors']}) were then re-tested with the tests as at {res['rerun']['commit']} "
             f"(`{res['command']} --rerun-survivors`, {_secs(res['rerun']['seconds'])}"
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
                "still count as survivors") + "): tests were only added since, so every mutant killed in the "
-            "full run stays killed" + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
+            "full run stays killed"
+            + (f"; that run had been interrupted after {_interrupted_after(res['rerun'])} of {res['rerun']['of']} "
+               "mutants, and the re-tests went on with the others (with the tests of their time)"
+               if _interrupted_after(res["rerun"]) is not None else "")
+            + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
             "were not run and are left out of the figures"] if res.get("not_run") else []),
         f"- score counting the {len(res['equivalent'])} survivors judged equivalent (below) as not mutants: "
         f"**{_pct(res['score_without_equivalent'])}**",
+        f"- score counting neither those nor the {len(res.get('cosmetic', {}))} survivors judged cosmetic (below: "
+        f"they change only the look of a figure) as mutants: **{_pct(_without_explained(res))}**",
         "",
         "| module | killed | tested | score |",
         "| --- | ---: | ---: | ---: |",
@@ -525,7 +686,9 @@ def write_group(res: dict) -> None:
     lines += ["", f"## Surviving mutants ({len(res['survivor_diffs'])})", ""]
     for k, diff in res["survivor_diffs"].items():
         why = res["equivalent"].get(k)
-        lines += [f"### `{k}` ({res['statuses'][k]}{'; equivalent: ' + why if why else ''})", "",
+        cosmetic = res.get("cosmetic", {}).get(k)
+        note = f"; equivalent: {why}" if why else (f"; cosmetic: {cosmetic}" if cosmetic else "")
+        lines += [f"### `{k}` ({res['statuses'][k]}{note})", "",
                   "```diff", diff, "```", ""]
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
@@ -538,22 +701,44 @@ def write_summary() -> None:
             r = json.loads(p.read_text())
             partial = f" (partial: {r['not_run']} not run)" if r.get("not_run") else ""
             rows.append(f"| [{name}]({name}.md) | {_pct(r['score'])}{partial} | {_pct(r['score_without_equivalent'])} | "
-                        f"{r['killed']} / {r['tested']} | {len(r['survivor_diffs'])} ({len(r['equivalent'])}) | "
+                        f"{_pct(_without_explained(r))} | {r['killed']} / {r['tested']} | "
+                        f"{len(r['survivor_diffs'])} ({len(r['equivalent'])}, {len(r.get('cosmetic', {}))}) | "
                         f"{_secs(r['seconds'])} | {r['date']} | {r['commit']} |")
         else:
-            rows.append(f"| {name} | not run | | | | | | |")
+            rows.append(f"| {name} | not run | | | | | | | |")
     text = "\n".join([
         "# Mutation testing",
         "",
         "Generated by `make mutate` (`python -m reports.mutation [GROUP...]`); do not edit. Each group's "
-        "page lists its surviving mutants with their diffs. Target: >= 85 % killed.",
+        "page lists its surviving mutants with their diffs. Target: >= 85 % killed. *score*: killed / tested, the "
+        "raw rate; *without equivalent*: the survivors judged equivalent (no test can tell them from the code) "
+        "not counted as mutants; *and cosmetic*: nor those judged cosmetic (they change only the look of a "
+        "figure: sizes, fonts, line widths, legend places, theme; a test could only restate the constant). "
+        "Both judgements are rules in `reports/mutation.py` (EQUIVALENT, COSMETIC), each with its reason on "
+        "the group's page.",
         "",
-        "| group | score | score without equivalent | killed / tested | survivors (equivalent) | time | date | commit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| group | score | score without equivalent | score without equivalent and cosmetic | killed / tested | "
+        "survivors (equivalent, cosmetic) | time | date | commit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         *rows,
         "",
     ])
     (OUT / "README.md").write_text(text)
+
+
+def _interrupted_after(rerun: dict) -> int | None:
+    if rerun.get("interrupted_after") is not None:
+        return rerun["interrupted_after"]
+    return rerun["of"] - rerun["continued"] if rerun.get("continued") else None
+
+
+def _without_explained(r: dict) -> float | None:
+    """The score counting neither the equivalent nor the cosmetic survivors as mutants (results written
+    before COSMETIC existed have none)."""
+    if "score_without_explained" in r:
+        return r["score_without_explained"]
+    left = r["tested"] - len(r["equivalent"])
+    return r["killed"] / left if left > 0 else None
 
 
 def _secs(x) -> str:
@@ -574,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="re-read the last run's results (no new run)")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="re-test only the last full run's survivors in its copy, with the working tree's tests "
-                    "(after adding tests; refused when the package code changed since that run)")
+                    "(after adding tests; refused when the package code changed since that run); an interrupted "
+                    "run then goes on with the mutants it did not reach")
     args = ap.parse_args(argv)
     if args.list:
         for name, (mods, tests) in GROUPS.items():

@@ -576,3 +576,34 @@ def test_write_metrics_headers_without_rows_and_figures_share_the_y_axis(tmp_pat
     plot_froc({"a": m}, tmp_path / "froc.png")
     for fig, _, _ in seen:
         assert all(fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax) for ax in fig.axes[1:])
+
+
+def test_figures_log_axis_resolution_width_per_panel_and_gaps(tmp_path, monkeypatch):
+    """The FROC x axis is log base 2 (the rates 1/8 ... 8 are powers of two, evenly spaced); the sensitivity
+    axis shows 0 to 1 with a little headroom; a class without objects is drawn as NaN gaps (its None
+    values become floats); both figures are saved at the module's DPI; every panel gets the same width
+    (a 1-class figure is half / two thirds as wide as the 2-class one)."""
+    from PIL import Image
+
+    from retina_unet.evaluation.plots import DPI, plot_froc, plot_pr
+
+    seen = _figures(monkeypatch)
+    m2 = detection_metrics(*_froc_case(), num_classes=2)
+    m1 = detection_metrics(*_froc_case(), num_classes=1)
+    plot_froc({"a": m2}, tmp_path / "f2.png")
+    plot_froc({"a": m1}, tmp_path / "f1.png")
+    plot_pr({"a": m2}, tmp_path / "p2.png")
+    plot_pr({"a": m1}, tmp_path / "p1.png")
+    (f2, _, _), (f1, _, _), (p2, _, _), (p1, _, _) = seen
+    for ax in f2.axes:
+        assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+        assert ax.get_ylim()[0] == 0 and 1 < ax.get_ylim()[1] <= 1.05
+    step, dots = f2.axes[1].get_lines()  # class 2: no objects
+    for line in (step, dots):
+        y = np.asarray(line.get_ydata())
+        assert y.dtype == np.float64 and np.isnan(y).all()
+    for name in ("f2", "f1", "p2", "p1"):
+        with Image.open(tmp_path / f"{name}.png") as im:
+            assert im.info["dpi"] == pytest.approx((DPI, DPI), abs=0.01)
+    assert f1.get_size_inches()[0] == pytest.approx(f2.get_size_inches()[0] * 2 / 3)
+    assert p1.get_size_inches()[0] == pytest.approx(p2.get_size_inches()[0] / 2)
