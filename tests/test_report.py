@@ -663,6 +663,11 @@ def test_example_runs_pick_the_lowest_seed_at_the_largest_and_smallest_size():
             ("circles_scale", 2, "retina_net", 40, 0, "c40")]
     assert [r.run_id for r in _example_runs(pd.DataFrame(rows, columns=cols))] == ["c40", "c"]
     assert _example_runs(pd.DataFrame(columns=cols)) == []
+    # a model without a run at the task's lowest seed (its seed-0 run failed) gets its own lowest
+    # seed's runs, not an IndexError that stopped the whole report
+    rows = [("donuts_shape", 2, "retina_unet", 20, 0, "u0"), ("donuts_shape", 2, "retina_net", 20, 1, "n1"),
+            ("donuts_shape", 2, "retina_net", 20, 2, "n2")]
+    assert [r.run_id for r in _example_runs(pd.DataFrame(rows, columns=cols))] == ["u0", "n1"]
 
 
 def _hand_results():

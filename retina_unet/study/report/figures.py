@@ -119,13 +119,15 @@ def plot_paired(per_seed: pd.DataFrame, path: Path) -> Path:
 
 
 def _example_runs(df: pd.DataFrame) -> list[pd.Series]:
-    """Per model: the seed-0 (lowest seed) run at the largest and the smallest training size."""
+    """Per model: its lowest-seed run at the largest and the smallest training size (the lowest seed
+    of that model: another model's seed-0 run may have failed or not be in the grid yet)."""
     picks = []
     for (task, _dim), tdf in df.groupby(["task", "dim"]):
         if task != "donuts_shape" and "donuts_shape" in set(df.task):
             continue
         for model in [m for m in MODEL_ORDER if m in set(tdf.model)] + sorted(set(tdf.model) - set(MODEL_ORDER)):
-            mdf = tdf[(tdf.model == model) & (tdf.seed == tdf.seed.min())]
+            mdf = tdf[tdf.model == model]
+            mdf = mdf[mdf.seed == mdf.seed.min()]
             for n in sorted({mdf.n_train.max(), mdf.n_train.min()}, reverse=True):
                 picks.append(mdf[mdf.n_train == n].iloc[0])
         break  # one task is enough for a picture
@@ -198,7 +200,8 @@ def _save_palette_png(fig, path: Path, dpi: int) -> Path:
 
 
 def plot_examples(study_root: Path, df: pd.DataFrame, path: Path, n: int = 3, score_floor: float = 0.1) -> tuple[Path | None, str]:
-    """A grid: rows = (model, n_train), columns = the first ``n`` test images, GT dashed, predictions solid.
+    """A grid: rows = (model, n_train), columns = the first ``n`` test images, GT solid, predictions dashed
+    (``toy_data.palette.GT_STYLE`` / ``PRED_STYLE``).
 
     Returns (path or None, a note saying what was drawn or why nothing was). 2D runs only.
     """
