@@ -654,3 +654,23 @@ def test_shape_and_pattern_share_images_and_differ_in_masks(dim):
             assert (np.asarray(shape.mask) > 0).sum() < (np.asarray(pattern.mask) > 0).sum()
         else:
             np.testing.assert_array_equal(np.asarray(shape.mask) > 0, np.asarray(pattern.mask) > 0)
+
+
+def test_random_placement_accepts_a_candidate_exactly_the_minimum_distance_away():
+    """Random sequential placement keeps a candidate whose distance to every placed centre is >= the
+    minimum: exactly 42 px (2 x radius 20 + gap 2) apart is allowed, 41.9 would not be. A stub
+    generator hands out the candidates (100, 100), (100, 141) (41 px: rejected), (100, 142) (42 px:
+    kept), so the result is the first and the third, not the grid fallback."""
+    from toy_data.generate import _place_centres
+
+    spec = toy_data.task_spec("donuts_shape", 2, objects_per_image=2)
+    assert spec.min_centre_distance == 42.0
+
+    class Candidates:
+        def integers(self, lo, hi, size):
+            out = np.zeros(size, dtype=np.int64)
+            out[:3] = [(100, 100), (100, 141), (100, 142)]
+            out[3:] = (100, 100)  # too close to the first: never kept
+            return out
+
+    np.testing.assert_array_equal(_place_centres(spec, Candidates()), [(100, 100), (100, 142)])
