@@ -533,7 +533,7 @@ def _rerun_survivors(dest: Path, max_children: int) -> tuple[int, float]:
             "commit": _commit(), "of": len(statuses)}
     # how far the full run itself got, kept across re-tests (one that went on with its unrun mutants first)
     last = json.loads((dest / "rerun.json").read_text()) if (dest / "rerun.json").is_file() else {}
-    first = last.get("interrupted_after", last["of"] - last["continued"] if last.get("continued") else None)
+    first = last.get("interrupted_after")
     if first is not None or not_run:
         info["interrupted_after"] = first if first is not None else len(statuses) - not_run
     (dest / "rerun.json").write_text(json.dumps(info))  # an interrupted re-test still says so
@@ -666,9 +666,9 @@ def write_group(res: dict) -> None:
             + ("" if res["rerun"].get("complete", True) else "; **interrupted**: the survivors it did not reach "
                "still count as survivors") + "): tests were only added since, so every mutant killed in the "
             "full run stays killed"
-            + (f"; that run had been interrupted after {_interrupted_after(res['rerun'])} of {res['rerun']['of']} "
+            + (f"; that run had been interrupted after {res['rerun']['interrupted_after']} of {res['rerun']['of']} "
                "mutants, and the re-tests went on with the others (with the tests of their time)"
-               if _interrupted_after(res["rerun"]) is not None else "")
+               if res["rerun"].get("interrupted_after") is not None else "")
             + (f". {res['rerun']['note']}" if res["rerun"].get("note") else "")]
           if res.get("rerun") else []),
         *([f"- **partial**: the run was interrupted; {res['not_run']} of {res['tested'] + res['not_run']} mutants "
@@ -724,12 +724,6 @@ def write_summary() -> None:
         "",
     ])
     (OUT / "README.md").write_text(text)
-
-
-def _interrupted_after(rerun: dict) -> int | None:
-    if rerun.get("interrupted_after") is not None:
-        return rerun["interrupted_after"]
-    return rerun["of"] - rerun["continued"] if rerun.get("continued") else None
 
 
 def _without_explained(r: dict) -> float | None:

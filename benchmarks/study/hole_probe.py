@@ -29,7 +29,7 @@ from torch import nn
 
 import toy_data
 from retina_unet.models import model_config
-from retina_unet.nn.backbone import ResNetFPN
+from retina_unet.models.detector import backbone_for
 
 
 def object_patches(spec, n: int, patch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -60,9 +60,7 @@ class CentreProbe(nn.Module):
     def __init__(self, dim: int, level: int, **model_overrides):
         super().__init__()
         cfg = model_config(dim, "cpu", **model_overrides)
-        self.backbone = ResNetFPN(dim, 1, cfg.start_filters, cfg.blocks, cfg.fpn_channels, cfg.norm,
-                                  cfg.strides, min_level=min(level, 2), fine_channels=cfg.fine_channels,
-                                  stem_kernel=cfg.stem_kernel)
+        self.backbone = backbone_for(cfg, min_level=min(level, 2))
         self.level = level
         self.stride = torch.tensor(self.backbone.strides[level])
         self.fc = nn.Linear(self.backbone.out_channels[level], 2)
@@ -70,7 +68,7 @@ class CentreProbe(nn.Module):
     def forward(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         f = self.backbone(x)[self.level]  # (B, C, *F)
         cell = torch.minimum(centres // self.stride, torch.tensor(f.shape[2:]) - 1)
-        rows = torch.stack([f[(b, slice(None), *cell[b].tolist())] for b in range(f.shape[0])])
+        rows = f[(torch.arange(f.shape[0]), slice(None), *cell.unbind(1))]  # (B, C): each image's centre cell
         return self.fc(rows)
 
 

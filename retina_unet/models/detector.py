@@ -18,6 +18,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from retina_unet.models.config import ModelConfig
+from retina_unet.nn.backbone import ResNetFPN
+
+
+def backbone_for(cfg: ModelConfig, min_level: int) -> ResNetFPN:
+    """The ResNet-FPN of ``cfg`` (its encoder and FPN settings) with pyramid levels P``min_level``..P5:
+    one place where a model's backbone settings reach ``ResNetFPN``."""
+    return ResNetFPN(
+        cfg.spatial_dims,
+        cfg.in_channels,
+        cfg.start_filters,
+        cfg.blocks,
+        cfg.fpn_channels,
+        cfg.norm,
+        cfg.strides,
+        min_level=min_level,
+        fine_channels=cfg.fine_channels,
+        stem_kernel=cfg.stem_kernel,
+    )
 
 
 def padding_to_multiple(size: Sequence[int], multiple: Sequence[int]) -> list[int]:

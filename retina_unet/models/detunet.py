@@ -17,10 +17,10 @@ import torch
 from scipy import ndimage
 
 from retina_unet.models.config import ModelConfig
-from retina_unet.models.detector import Detector
+from retina_unet.models.detector import Detector, backbone_for
 from retina_unet.models.postprocess import empty_detections
 from retina_unet.models.segmentation import SegHead
-from retina_unet.nn.backbone import ResNetFPN, init_weights
+from retina_unet.nn.backbone import init_weights
 
 
 def components_to_boxes(
@@ -68,18 +68,7 @@ class DetUNet(Detector):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         d = cfg.spatial_dims
-        self.backbone = ResNetFPN(
-            d,
-            cfg.in_channels,
-            cfg.start_filters,
-            cfg.blocks,
-            cfg.fpn_channels,
-            cfg.norm,
-            cfg.strides,
-            min_level=0,
-            fine_channels=cfg.fine_channels,
-            stem_kernel=cfg.stem_kernel,
-        )
+        self.backbone = backbone_for(cfg, min_level=0)
         if self.cfg.seg_classes != "per_class":
             raise ValueError(
                 "detunet: seg_classes must be 'per_class' (its boxes take their class from the "

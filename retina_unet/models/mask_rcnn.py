@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from retina_unet import ops
 from retina_unet.models.coder import BoxCoder
 from retina_unet.models.config import ModelConfig
-from retina_unet.models.detector import Detector
+from retina_unet.models.detector import Detector, backbone_for
 from retina_unet.models.losses import box_regression_loss
 from retina_unet.models.matcher import NEGATIVE, PADDING_IOU, Matcher
 from retina_unet.models.postprocess import select_detections_batched
@@ -26,7 +26,7 @@ from retina_unet.models.roi_heads import BoxHead, MaskHead, multilevel_roi_align
 from retina_unet.models.rpn import RPN
 from retina_unet.models.sampling import offsets, sample_balanced
 from retina_unet.models.segmentation import SegHead
-from retina_unet.nn.backbone import ResNetFPN, init_weights
+from retina_unet.nn.backbone import init_weights
 
 ROI_SAMPLING_RATIO = 2  # bilinear samples per bin and axis (torchvision's Mask R-CNN setting)
 
@@ -45,18 +45,7 @@ class TwoStageDetector(Detector):
             raise ValueError(
                 f"detection_levels must be contiguous for RoI level assignment, got {cfg.detection_levels}"
             )
-        self.backbone = ResNetFPN(
-            d,
-            cfg.in_channels,
-            cfg.start_filters,
-            cfg.blocks,
-            cfg.fpn_channels,
-            cfg.norm,
-            cfg.strides,
-            min_level=0 if self.with_seg else self.levels[0],
-            fine_channels=cfg.fine_channels,
-            stem_kernel=cfg.stem_kernel,
-        )
+        self.backbone = backbone_for(cfg, min_level=0 if self.with_seg else self.levels[0])
         init_weights(self.backbone, cfg.init)
         self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)
         self.box_head = BoxHead(d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c)

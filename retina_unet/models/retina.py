@@ -18,7 +18,7 @@ from retina_unet import ops
 from retina_unet.models.anchors import AnchorGenerator, flatten_head_output
 from retina_unet.models.coder import BoxCoder
 from retina_unet.models.config import ModelConfig
-from retina_unet.models.detector import Detector
+from retina_unet.models.detector import Detector, backbone_for
 from retina_unet.models.losses import (
     box_regression_loss,
     box_regression_loss_batched,
@@ -34,7 +34,7 @@ from retina_unet.models.matcher import IGNORE, NEGATIVE, Matcher, gather_matched
 from retina_unet.models.postprocess import select_detections_batched, top_candidates
 from retina_unet.models.sampling import sample_anchors_batched
 from retina_unet.models.segmentation import SegHead
-from retina_unet.nn.backbone import ResNetFPN, init_weights
+from retina_unet.nn.backbone import init_weights
 from retina_unet.nn.layers import ConvNormAct, conv_layer
 
 
@@ -60,18 +60,7 @@ class RetinaNetwork(nn.Module):
         d, c = cfg.spatial_dims, cfg.num_classes
         self.levels = tuple(cfg.detection_levels)
         self.num_outputs = c + 1
-        self.backbone = ResNetFPN(
-            d,
-            cfg.in_channels,
-            cfg.start_filters,
-            cfg.blocks,
-            cfg.fpn_channels,
-            cfg.norm,
-            cfg.strides,
-            min_level=0 if with_seg else min(self.levels),
-            fine_channels=cfg.fine_channels,
-            stem_kernel=cfg.stem_kernel,
-        )
+        self.backbone = backbone_for(cfg, min_level=0 if with_seg else min(self.levels))
         cin = cfg.fpn_channels
         self.cls_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * (c + 1), cfg.norm)
         self.box_subnet = Subnet(d, cin, cfg.head_channels, cfg.head_convs, num_anchors * 2 * d, cfg.norm)
