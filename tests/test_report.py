@@ -875,6 +875,27 @@ def test_wall_time_section_per_model():
     assert _wall_time_section(df.drop(columns="wall_time_s")) == []
 
 
+def test_shared_images_note_names_the_mask_free_models_only_when_both_donut_tasks_are_in():
+    """donuts_shape and donuts_pattern share their images: the note names the models that read no mask
+    (retina_net, faster_rcnn_plus), in one sentence, and only when both tasks are in the table."""
+    from retina_unet.models.registry import MODEL_NAMES, reads_masks
+    from retina_unet.study.report import _shared_images_note
+
+    assert [m for m in MODEL_NAMES if not reads_masks(m)] == ["retina_net", "faster_rcnn_plus"]
+    rows = [(t, 2, m, 20, 0, 0.5) for t in ("donuts_shape", "donuts_pattern")
+            for m in ("retina_unet", "retina_net", "faster_rcnn_plus", "mask_rcnn", "detunet", "ufrcnn_plus")]
+    (line, blank) = _shared_images_note(_df(rows))
+    assert blank == ""
+    assert "so faster_rcnn_plus and retina_net, which never read a mask, give the same results on both tasks" in line
+    assert not any(m in line for m in ("retina_unet", "mask_rcnn", "detunet", "ufrcnn_plus"))
+    one = _shared_images_note(_df([r for r in rows if r[2] != "faster_rcnn_plus"]))
+    assert "so retina_net, which never reads a mask, gives the same results" in one[0]
+    assert _shared_images_note(_df([r for r in rows if r[0] == "donuts_shape"])) == []
+    assert _shared_images_note(_df([r for r in rows if r[2] in ("retina_unet", "mask_rcnn")])) == []
+    scale = [("circles_scale", 2, "retina_net", 20, 0, 0.5), ("donuts_shape", 2, "retina_net", 20, 0, 0.5)]
+    assert _shared_images_note(_df(scale)) == []
+
+
 def test_provenance_lines_of_a_study_folder(tmp_path, monkeypatch):
     """The README's header, line by line, from a study folder whose sweeps, failures, history, run times,
     commits and machines are set by hand: sweeps 600 s + (no time: 0) + 176.5 s = 776.5 s = 12.94 min

@@ -502,6 +502,26 @@ def test_make_optimizer_uses_the_configured_kind_rate_and_decay(name, cls):
     assert (group["lr"], group["weight_decay"]) == (0.003, 0.25)
     if name == "sgd":
         assert group["momentum"] == 0.9
+    assert group["fused"] is True  # one kernel per step, not a Python loop over parameters
+
+
+def test_make_optimizer_fused_step_matches_the_loop_implementation():
+    """The fused update is the same rule as PyTorch's per-parameter loop (float32 rounding)."""
+    from retina_unet.training.engine import make_optimizer
+
+    cfg = TrainConfig(**{**TINY, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.1})
+    gen = torch.Generator().manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5, 3, generator=gen))
+    b = torch.nn.Parameter(a.detach().clone())
+    fused = make_optimizer(cfg, [a])
+    loop = torch.optim.Adam([b], lr=0.01, weight_decay=0.1, foreach=False)
+    for _ in range(5):
+        g = torch.randn(5, 3, generator=gen)
+        a.grad, b.grad = g.clone(), g.clone()
+        fused.step()
+        loop.step()
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))  # it moved
 
 
 class _NoMasks(TinySegDetector):

@@ -25,6 +25,14 @@ def model_class(name: str) -> type[Detector]:
     return getattr(importlib.import_module(module), cls)
 
 
+def reads_masks(name: str) -> bool:
+    """Whether model ``name`` trains on segmentation masks (a mask head, a segmentation loss, or
+    both). The ones that do not (Retina Net, Faster R-CNN+) see the same data on two tasks whose
+    images agree and whose masks differ (``donuts_shape`` / ``donuts_pattern``, docs/conventions.md)."""
+    cls = model_class(name)
+    return bool(cls.needs_masks or cls.has_segmentation)
+
+
 MODEL_NAMES = ("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet", "ufrcnn_plus")
 
 

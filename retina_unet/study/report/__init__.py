@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from retina_unet.atomic_io import write_text_atomic
+from retina_unet.models.registry import MODEL_NAMES, reads_masks
 from retina_unet.study.report.figures import plot_examples, plot_learning_curves, plot_paired, plot_scaling
 from retina_unet.study.report.findings import NOT_MEASURED, VERDICTS, check_findings
 from retina_unet.study.report.tables import fmt_ci, markdown_table, paired_differences, result_rows, summarise
@@ -106,6 +107,7 @@ def render_report(df: pd.DataFrame, report_dir: str | os.PathLike[str], header: 
             cells = {r.model: fmt_ci(r["mean"], r.ci_low, r.ci_high) + f" (n={r.n_seeds})" for _, r in gn.iterrows()}
             rows.append([n, *[cells.get(m, "–") for m in models]])
         md += [f"**{task} {dim}D** — test mAP, mean [95% CI] (seeds)", "", markdown_table(["n_train", *models], rows), ""]
+    md += _shared_images_note(df)
 
     md += _paired_section(df, out)
     md += _per_class_section(df, out)
@@ -126,6 +128,24 @@ def render_report(df: pd.DataFrame, report_dir: str | os.PathLike[str], header: 
            "patient AP, wall time, commit)", "- `summary.csv`, `paired_differences.csv`, `per_class_ap.csv`, "
            "`findings.csv`: the tables above", ""]
     return _write(out, md)
+
+
+def _shared_images_note(df: pd.DataFrame) -> list[str]:
+    """Why a mask-free model's rows agree on donuts_shape and donuts_pattern: the two tasks hold
+    the same images, labels and boxes (same data seed) and differ in their masks only, so a model
+    that never reads a mask trains and tests on the same data, run for run. Without this line a
+    reader would take the identical rows for a copied result."""
+    both = df[df.task.isin(("donuts_shape", "donuts_pattern"))]
+    if both.task.nunique() < 2:
+        return []
+    blind = [m for m in sorted(set(both.model)) if m in MODEL_NAMES and not reads_masks(m)]
+    if not blind:
+        return []
+    who = f"{blind[0]}, which never reads a mask, gives" if len(blind) == 1 else \
+        f"{', '.join(blind[:-1])} and {blind[-1]}, which never read a mask, give"
+    return ["donuts_shape and donuts_pattern hold the same images, labels and boxes (same data seed) and differ "
+            f"in their masks only, so {who} the same results on both tasks, run for run: identical rows are this "
+            "design, not a copied result (docs/conventions.md, section 4).", ""]
 
 
 def _paired_section(df: pd.DataFrame, out: Path) -> list[str]:
