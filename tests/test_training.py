@@ -969,3 +969,18 @@ def test_a_resumed_run_saves_the_same_resume_state_fields(tmp_path):
     assert t.try_resume()
     t.fit()
     assert set(load_checkpoint(tmp_path / "k" / "last.pt")) == fresh
+
+
+def test_optimizer_benchmark_trains_two_identical_copies_that_differ_only_in_the_optimiser():
+    """benchmarks/study/optimizer_step.py: both copies start from one initialisation and see the same
+    batches and draws, so their first losses are equal; the loop copy really is the loop."""
+    from benchmarks.study.loss_step import load_split
+    from benchmarks.study.optimizer_step import time_optimizers
+    from retina_unet.training import preset
+
+    split, _ = load_split(preset("cpu", 2), None, generate=4)
+    r = time_optimizers("retina_net", split, steps=2, warmup=0)
+    assert r["loss_diff"][0] == 0.0 and len(r["loss_diff"]) == 2
+    assert r["optimizers"] == {"loop": {"class": "Adam", "fused": None, "foreach": False},
+                               "fused": {"class": "Adam", "fused": True, "foreach": None}}
+    assert r["loop"]["mean_ms"] > 0 and r["fused"]["mean_ms"] > 0
