@@ -971,16 +971,19 @@ def test_a_resumed_run_saves_the_same_resume_state_fields(tmp_path):
     assert set(load_checkpoint(tmp_path / "k" / "last.pt")) == fresh
 
 
-def test_optimizer_benchmark_trains_two_identical_copies_that_differ_only_in_the_optimiser():
-    """benchmarks/study/optimizer_step.py: both copies start from one initialisation and see the same
-    batches and draws, so their first losses are equal; the loop copy really is the loop."""
+def test_step_ab_benchmark_trains_two_identical_copies_that_differ_only_in_the_lever():
+    """benchmarks/study/step_ab.py: both copies start from one initialisation and see the same
+    batches and draws, so their first losses are equal; the copy without the fused optimiser
+    really runs PyTorch's loop; an unknown lever is refused."""
     from benchmarks.study.loss_step import load_split
-    from benchmarks.study.optimizer_step import time_optimizers
+    from benchmarks.study.step_ab import time_lever
     from retina_unet.training import preset
 
     split, _ = load_split(preset("cpu", 2), None, generate=4)
-    r = time_optimizers("retina_net", split, steps=2, warmup=0)
+    r = time_lever("retina_net", split, steps=2, warmup=0, lever="fused")
     assert r["loss_diff"][0] == 0.0 and len(r["loss_diff"]) == 2
-    assert r["optimizers"] == {"loop": {"class": "Adam", "fused": None, "foreach": False},
-                               "fused": {"class": "Adam", "fused": True, "foreach": None}}
-    assert r["loop"]["mean_ms"] > 0 and r["fused"]["mean_ms"] > 0
+    assert r["without"]["mean_ms"] > 0 and r["with"]["mean_ms"] > 0
+    assert r["optimizers"] == {"without": {"class": "Adam", "fused": None, "foreach": False},
+                               "with": {"class": "Adam", "fused": True, "foreach": None}}
+    with pytest.raises(ValueError, match="lever must be one of"):
+        time_lever("retina_net", split, steps=1, warmup=0, lever="bf16")

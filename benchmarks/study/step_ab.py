@@ -1,13 +1,20 @@
-"""CPU milliseconds per training step with PyTorch's fused optimiser against its per-parameter loop.
+"""CPU milliseconds per training step with and without one lever, two copies alternating in one process.
 
-``training.engine.make_optimizer`` builds the fused implementation (one kernel per step). This
-script trains two copies of a ``cpu``-preset model from the same initialisation on the same
-batches, one with ``make_optimizer``'s optimiser and one with the same optimiser as a Python loop
-over the parameter tensors (``foreach=False``), alternating step by step so that load on the
-machine falls on both alike, and prints CPU time (``time.process_time``) per whole step (forward,
-loss, backward, optimiser step), the ratio, and how far the two copies' losses drifted apart::
+Levers (``--lever``):
 
-    python -m benchmarks.study.optimizer_step --data-root data --models retina_net mask_rcnn --steps 40
+- ``fused``: ``training.engine.make_optimizer``'s optimiser (PyTorch's fused implementation, one
+  kernel per step) against the same optimiser as a Python loop over the parameter tensors
+  (``foreach=False``);
+- ``compile``: the model's network under ``torch.compile`` (inductor, default mode) against eager.
+
+Two copies of a ``cpu``-preset model from the same initialisation train on the same batches with
+the same random draws, one with the lever and one without, alternating step by step so that load
+on the machine falls on both alike. Printed: CPU time (``time.process_time``) per whole step
+(forward, loss, backward, optimiser step) after warm-up (for ``compile`` the first, compiling step
+is timed apart), the ratio, and how far the two copies' losses drifted apart::
+
+    python -m benchmarks.study.step_ab --data-root data --lever fused --models retina_net mask_rcnn --steps 40
+    python -m benchmarks.study.step_ab --data-root data --lever compile --models retina_net --steps 30
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import argparse
 import statistics
 import time
 
+LEVERS = ("fused", "compile")
 
-def time_optimizers(name: str, split, steps: int, warmup: int) -> dict:
+
+def time_lever(name: str, split, steps: int, warmup: int, lever: str = "fused") -> dict:
+    """Both copies of model ``name`` timed; ``out["without"]`` / ``out["with"]`` in ms per step."""
     import torch
 
     from retina_unet.data import BatchSampler
@@ -28,21 +38,26 @@ def time_optimizers(name: str, split, steps: int, warmup: int) -> dict:
 
     cfg = preset("cpu", 2, model=name)
     num_classes = task_num_classes(cfg)
+    if lever not in LEVERS:
+        raise ValueError(f"lever must be one of {LEVERS}, got {lever!r}")
     runs = {}
-    for kind in ("loop", "fused"):
+    for kind in ("without", "with"):
         model = build_from_config(cfg, num_classes, seed=cfg.seed)
         model.train()
         opt = make_optimizer(cfg, model.parameters())
-        if kind == "loop":  # the same optimiser and settings, as the per-parameter loop
+        if lever == "fused" and kind == "without":  # the same optimiser and settings, as the loop
             opt = type(opt)(model.parameters(), **{**opt.defaults, "fused": None, "foreach": False})
+        if lever == "compile" and kind == "with":
+            model.network = torch.compile(model.network)
         runs[kind] = {"model": model, "opt": opt, "times": [], "losses": []}
+    first_ms = None
     sampler = BatchSampler(split, range(len(split.labels)), cfg.batch_size, num_classes, cfg.class_balanced,
                            cfg.patch_size, cfg.patch_fg_prob, seed=cfg.seed, with_masks=True)
     torch.manual_seed(cfg.seed)
     for step in range(warmup + steps):
         images, targets = sampler.next_batch()
         rng = torch.get_rng_state()
-        for kind in ("loop", "fused") if step % 2 == 0 else ("fused", "loop"):
+        for kind in ("without", "with") if step % 2 == 0 else ("with", "without"):
             run = runs[kind]
             torch.set_rng_state(rng)  # the same draws (SHEM, RoI sampling) for both copies
             t0 = time.process_time()
@@ -53,18 +68,22 @@ def time_optimizers(name: str, split, steps: int, warmup: int) -> dict:
             dt = time.process_time() - t0
             if step >= warmup:
                 run["times"].append(dt)
+            elif step == 0 and kind == "with":
+                first_ms = 1000 * dt
             run["losses"].append(float(losses["loss"].detach()))
     out = {"model": name, "optimizers": {k: {"class": type(r["opt"]).__name__, "fused": r["opt"].defaults["fused"],
                                                "foreach": r["opt"].defaults["foreach"]} for k, r in runs.items()}}
     for kind, run in runs.items():
         out[kind] = {"mean_ms": 1000 * statistics.fmean(run["times"]), "median_ms": 1000 * statistics.median(run["times"])}
-    out["ratio_mean"] = out["loop"]["mean_ms"] / out["fused"]["mean_ms"]
-    out["loss_diff"] = [abs(a - b) for a, b in zip(runs["loop"]["losses"], runs["fused"]["losses"], strict=True)]
+    out["lever"], out["first_step_with_ms"] = lever, first_ms
+    out["ratio_mean"] = out["without"]["mean_ms"] / out["with"]["mean_ms"]
+    out["loss_diff"] = [abs(a - b) for a, b in zip(runs["without"]["losses"], runs["with"]["losses"], strict=True)]
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lever", choices=LEVERS, default="fused")
     p.add_argument("--models", nargs="+", default=["retina_unet", "retina_net", "mask_rcnn"])
     p.add_argument("--steps", type=int, default=40, help="timed steps per copy")
     p.add_argument("--warmup", type=int, default=3)
@@ -80,14 +99,15 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     split, source = load_split(preset("cpu", 2), args.data_root, args.generate)
-    print(f"data: {source}; {args.warmup} warm-up + {args.steps} timed steps per copy, {args.threads} thread(s)")
+    print(f"data: {source}; lever {args.lever}; {args.warmup} warm-up + {args.steps} timed steps per copy, "
+          f"{args.threads} thread(s)")
     for name in args.models:
-        r = time_optimizers(name, split, args.steps, args.warmup)
+        r = time_lever(name, split, args.steps, args.warmup, args.lever)
         d = r["loss_diff"]
-        print(f"{name:12s} loop {r['loop']['mean_ms']:6.1f} ms/step (median {r['loop']['median_ms']:.1f})  "
-              f"fused {r['fused']['mean_ms']:6.1f} ms/step (median {r['fused']['median_ms']:.1f})  "
-              f"ratio {r['ratio_mean']:.2f}x  loss diff step 1 {d[0]:.1e}, step 10 {d[min(9, len(d) - 1)]:.1e}, "
-              f"last {d[-1]:.1e}")
+        print(f"{name:12s} without {r['without']['mean_ms']:6.1f} ms/step (median {r['without']['median_ms']:.1f})  "
+              f"with {r['with']['mean_ms']:6.1f} ms/step (median {r['with']['median_ms']:.1f})  "
+              f"ratio {r['ratio_mean']:.2f}x  first step with {r['first_step_with_ms'] or 0:.0f} ms  "
+              f"loss diff step 1 {d[0]:.1e}, step 10 {d[min(9, len(d) - 1)]:.1e}, last {d[-1]:.1e}")
 
 
 if __name__ == "__main__":
