@@ -79,6 +79,35 @@ def use_reference(model) -> None:
         model._mask_loss = model._mask_loss_reference
 
 
+def train_alternating(runs: dict[str, dict], sampler, steps: int, warmup: int) -> None:
+    """Train every run (``{"model", "opt", "times", "losses"}``) on the same ``warmup + steps``
+    batches, alternating the order step by step so that load on the machine falls on all alike,
+    each step from the same global RNG state (the losses' draws). Appends the CPU seconds of each
+    timed step (forward, loss, backward, optimiser step) to ``times``, each step's loss values to
+    ``losses``, and the first step's CPU seconds to ``first_s``."""
+    import torch
+
+    names = list(runs)
+    for step in range(warmup + steps):
+        images, targets = sampler.next_batch()
+        rng = torch.get_rng_state()
+        for name in names if step % 2 == 0 else names[::-1]:
+            run = runs[name]
+            torch.set_rng_state(rng)
+            t0 = time.process_time()
+            losses = run["model"].losses(images, targets)
+            run["opt"].zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            run["opt"].step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            dt = time.process_time() - t0
+            if step == 0:
+                run["first_s"] = dt
+            if step >= warmup:
+                run["times"].append(dt)
+            run["losses"].append(values)
+
+
 def time_model(name: str, split, steps: int, warmup: int, batch_size: int, current_only: bool) -> dict:
     import torch
 
@@ -110,23 +139,7 @@ def time_model(name: str, split, steps: int, warmup: int, batch_size: int, curre
         with_masks=True,
     )
     torch.manual_seed(cfg.seed)
-    for step in range(warmup + steps):
-        images, targets = sampler.next_batch()
-        rng = torch.get_rng_state()
-        order = impls if step % 2 == 0 else impls[::-1]
-        for impl in order:
-            run = runs[impl]
-            torch.set_rng_state(rng)
-            t0 = time.process_time()
-            losses = run["model"].losses(images, targets)
-            run["opt"].zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            run["opt"].step()
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            dt = time.process_time() - t0
-            if step >= warmup:
-                run["times"].append(dt)
-            run["losses"].append(values)
+    train_alternating(runs, sampler, steps, warmup)
     out = {"model": name}
     for impl in impls:
         t = runs[impl]["times"]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+
+from benchmarks.study.loss_step import load_split, train_alternating
 
 LEVERS = ("fused", "compile")
 
@@ -50,34 +51,19 @@ def time_lever(name: str, split, steps: int, warmup: int, lever: str = "fused") 
         if lever == "compile" and kind == "with":
             model.network = torch.compile(model.network)
         runs[kind] = {"model": model, "opt": opt, "times": [], "losses": []}
-    first_ms = None
     sampler = BatchSampler(split, range(len(split.labels)), cfg.batch_size, num_classes, cfg.class_balanced,
                            cfg.patch_size, cfg.patch_fg_prob, seed=cfg.seed, with_masks=True)
     torch.manual_seed(cfg.seed)
-    for step in range(warmup + steps):
-        images, targets = sampler.next_batch()
-        rng = torch.get_rng_state()
-        for kind in ("without", "with") if step % 2 == 0 else ("with", "without"):
-            run = runs[kind]
-            torch.set_rng_state(rng)  # the same draws (SHEM, RoI sampling) for both copies
-            t0 = time.process_time()
-            losses = run["model"].losses(images, targets)
-            run["opt"].zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            run["opt"].step()
-            dt = time.process_time() - t0
-            if step >= warmup:
-                run["times"].append(dt)
-            elif step == 0 and kind == "with":
-                first_ms = 1000 * dt
-            run["losses"].append(float(losses["loss"].detach()))
+    train_alternating(runs, sampler, steps, warmup)
     out = {"model": name, "optimizers": {k: {"class": type(r["opt"]).__name__, "fused": r["opt"].defaults["fused"],
                                                "foreach": r["opt"].defaults["foreach"]} for k, r in runs.items()}}
     for kind, run in runs.items():
         out[kind] = {"mean_ms": 1000 * statistics.fmean(run["times"]), "median_ms": 1000 * statistics.median(run["times"])}
-    out["lever"], out["first_step_with_ms"] = lever, first_ms
+    # the first step apart: for ``compile`` it is the compiling one (excluded from the mean with warmup >= 1)
+    out["lever"], out["first_step_with_ms"] = lever, 1000 * runs["with"]["first_s"]
     out["ratio_mean"] = out["without"]["mean_ms"] / out["with"]["mean_ms"]
-    out["loss_diff"] = [abs(a - b) for a, b in zip(runs["without"]["losses"], runs["with"]["losses"], strict=True)]
+    out["loss_diff"] = [abs(a["loss"] - b["loss"])
+                        for a, b in zip(runs["without"]["losses"], runs["with"]["losses"], strict=True)]
     return out
 
 
@@ -94,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from benchmarks.study.loss_step import load_split
     from retina_unet.training import preset
 
     torch.set_num_threads(args.threads)

@@ -38,6 +38,13 @@ def backbone_for(cfg: ModelConfig, min_level: int) -> ResNetFPN:
     )
 
 
+def reads_masks(model) -> bool:
+    """Whether ``model`` (a detector or its class) trains on segmentation masks: a mask head
+    (``needs_masks``), a segmentation loss (``has_segmentation``), or both. A model that declares
+    neither flag is taken to need them (the safe side: its batches carry masks)."""
+    return bool(getattr(model, "needs_masks", True) or getattr(model, "has_segmentation", False))
+
+
 def padding_to_multiple(size: Sequence[int], multiple: Sequence[int]) -> list[int]:
     """Per axis, how much :meth:`Detector.pad` adds at the high end so that ``size`` becomes a
     multiple of ``multiple``."""

@@ -6,6 +6,7 @@ import importlib
 
 from retina_unet.models.config import ModelConfig
 from retina_unet.models.detector import Detector, channels_last_format
+from retina_unet.models.detector import reads_masks as _reads_masks  # of a model or class; by name below
 
 # name -> (module, class); imported on demand so one model's import cost is not everyone's
 _REGISTRY = {
@@ -29,8 +30,7 @@ def reads_masks(name: str) -> bool:
     """Whether model ``name`` trains on segmentation masks (a mask head, a segmentation loss, or
     both). The ones that do not (Retina Net, Faster R-CNN+) see the same data on two tasks whose
     images agree and whose masks differ (``donuts_shape`` / ``donuts_pattern``, docs/conventions.md)."""
-    cls = model_class(name)
-    return bool(cls.needs_masks or cls.has_segmentation)
+    return _reads_masks(model_class(name))
 
 
 MODEL_NAMES = ("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "detunet", "ufrcnn_plus")

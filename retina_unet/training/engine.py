@@ -22,7 +22,7 @@ from retina_unet.data import BatchSampler, SplitImages, split_targets, training_
 from retina_unet.environment import environment, git_commit, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images
-from retina_unet.models.detector import padding_to_multiple
+from retina_unet.models.detector import padding_to_multiple, reads_masks
 from retina_unet.training.checkpoint import (
     LAST,
     CheckpointError,
@@ -116,7 +116,7 @@ class Trainer:
             cfg.patch_size,
             cfg.patch_fg_prob,
             seed=cfg.seed,
-            with_masks=getattr(model, "needs_masks", True) or getattr(model, "has_segmentation", False),
+            with_masks=reads_masks(model),
         )
         warn_padded_patches(cfg.patch_size, getattr(model, "required_multiple", None))
         self.optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
