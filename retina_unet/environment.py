@@ -1,8 +1,10 @@
 """Where and with what code a result was produced (git commit, library versions, host, compiled-ops
-build), and which device a run uses. The one ``git_commit`` of the project."""
+build), which device a run uses and in what precision it computes. The one ``git_commit`` of the
+project."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -47,6 +49,36 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AVX-512 BF16 or AMX), as PyTorch checks
+    it. Without it a bfloat16 convolution is emulated and slower than float32, so
+    :func:`autocast_for` keeps such a CPU at float32 (check, don't assume: the 2-core machines this
+    project runs on differ, some AVX2 only)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN or without the check
+        return False
+
+
+def autocast_for(device: torch.device, cuda_amp: bool, cpu_bf16: bool):
+    """The mixed-precision context of a run on ``device``: bfloat16 autocast on CUDA when
+    ``cuda_amp``, on the CPU when ``cpu_bf16`` and :func:`cpu_has_native_bf16`; otherwise a no-op
+    (float32). :func:`precision_of` names what it does, for the result file."""
+    if device.type == "cuda" and cuda_amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_bf16 and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def precision_of(device: torch.device, cuda_amp: bool, cpu_bf16: bool) -> str:
+    """``"bfloat16-autocast"`` or ``"float32"``: what :func:`autocast_for` does with these settings
+    on this machine (a run asking for ``cpu_bf16`` on a CPU without native bfloat16 computes float32)."""
+    active = isinstance(autocast_for(device, cuda_amp, cpu_bf16), torch.autocast)
+    return "bfloat16-autocast" if active else "float32"
+
+
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else ``platform.processor()``: seeded runs are
     bit-reproducible on the same CPU and software, not across CPUs, so results name it."""
@@ -76,6 +108,7 @@ def environment() -> dict:
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "build_info": dataclasses.asdict(build_info()),

@@ -26,7 +26,7 @@ from retina_unet.data import (
     subset_indices,
     task_num_classes,
 )
-from retina_unet.environment import environment, git_commit, resolve_device
+from retina_unet.environment import autocast_for, environment, git_commit, precision_of, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images, predictor_for_config
 from retina_unet.rundir import (
@@ -50,8 +50,10 @@ def predict_loaded(
     ``split``. Returns ``(predictions, targets, n_members)`` (per image dicts on the CPU)."""
     predictor = predictor_for_config(loaded.cfg, loaded.models)
     n = len(split.images) if n is None else min(n, len(split.images))
-    preds = predict_images(predictor.predict, SplitImages(split, range(n)), loaded.cfg.val_batch_size, device,
-                           progress, desc="test")
+    # bfloat16 on a CPU run that trained with it (cfg.cpu_bf16); CUDA test inference stays float32
+    with autocast_for(device, False, loaded.cfg.cpu_bf16):
+        preds = predict_images(predictor.predict, SplitImages(split, range(n)), loaded.cfg.val_batch_size,
+                               device, progress, desc="test")
     return preds, split_targets(split, range(n)), predictor.n_members
 
 
@@ -142,6 +144,7 @@ def train_and_evaluate(
         "n_train": cfg.n_train,
         "git_commit": git_commit(),
         "environment": environment(),
+        "precision": precision_of(device, cfg.amp, cfg.cpu_bf16),
         "resumed": resumed,
         "dataset": str(dataset.path),
     }

@@ -340,6 +340,57 @@ def test_train_and_evaluate_smoke(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "result.json").stat().st_mtime_ns != files["result.json"]
 
 
+def test_autocast_for_cpu_bf16_only_where_the_cpu_has_it(monkeypatch):
+    import contextlib
+
+    import retina_unet.environment as env
+
+    assert isinstance(env.cpu_has_native_bf16(), bool)  # the real check runs here
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(env, "cpu_has_native_bf16", lambda native=native: native)
+        ac = env.autocast_for(cpu, cuda_amp=True, cpu_bf16=True)
+        if native:
+            assert isinstance(ac, torch.autocast) and ac.device == "cpu" and ac.fast_dtype == torch.bfloat16
+            assert env.precision_of(cpu, True, True) == "bfloat16-autocast"
+        else:  # emulated bfloat16 is slower than float32: the run stays float32, and says so
+            assert isinstance(ac, contextlib.nullcontext)
+            assert env.precision_of(cpu, True, True) == "float32"
+        assert isinstance(env.autocast_for(cpu, cuda_amp=True, cpu_bf16=False), contextlib.nullcontext)
+        assert env.precision_of(cpu, True, False) == "float32"
+
+
+def test_cpu_bf16_trains_and_tests_in_bfloat16(tmp_path, monkeypatch):
+    import retina_unet.environment as env
+    import retina_unet.pipeline as run
+
+    monkeypatch.setattr(env, "cpu_has_native_bf16", lambda: True)  # on any CPU (emulated where not native)
+    t = _trainer(tmp_path, "bf16", cpu_bf16=True, epochs=1)
+    assert t.meta["precision"] == "bfloat16-autocast"
+    with t._autocast():
+        out = torch.nn.functional.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3))
+    assert out.dtype == torch.bfloat16
+    assert np.isfinite(_losses(t.fit())).all()
+    assert _trainer(tmp_path, "fp32", epochs=1).meta["precision"] == "float32"
+
+    # test inference of train_and_evaluate runs under the same autocast, and the result says so
+    use_tiny_models(monkeypatch)
+    seen = []
+    real = run.predict_images
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "predict_images", spy)
+    for bf16 in (True, False):
+        seen.clear()
+        cfg = preset("smoke", 2, device="cpu", cpu_bf16=bf16)
+        res = run.train_and_evaluate(cfg, tmp_path / f"run{bf16}", data_root=tmp_path / "data", progress=False)
+        assert seen == [bf16]
+        assert res["precision"] == ("bfloat16-autocast" if bf16 else "float32")
+
+
 def test_resume_accepts_other_test_time_settings(tmp_path):
     _trainer(tmp_path, "t").fit(stop_after=1)
     t = _trainer(tmp_path, "t", tta=False, merge="nms", test_subset=5, num_threads=1)
@@ -830,7 +881,7 @@ def test_top_k_keeps_the_best_maps_in_files_with_their_epoch_and_map(tmp_path, m
     out = tmp_path / "scripted"
     assert sorted(p.name for p in out.glob("epoch_*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
     ck = load_checkpoint(out / "epoch_002.pt")
-    assert set(ck) == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range",
+    assert set(ck) == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range", "precision",
                        "epoch", "val_mAP", "model"}
     assert (ck["epoch"], ck["val_mAP"], ck["num_classes"], ck["seed"]) == (2, 0.5, 2, 0)
     # donuts_shape: background uniform [0, 1), objects + contrast 0.2
@@ -963,7 +1014,7 @@ def test_a_resumed_run_saves_the_same_resume_state_fields(tmp_path):
     the resume state holds exactly the fields of a fresh run's."""
     _trainer(tmp_path, "k", epochs=2).fit(stop_after=1)
     fresh = set(load_checkpoint(tmp_path / "k" / "last.pt"))
-    assert fresh == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range", "epoch",
+    assert fresh == {"config", "seed", "num_classes", "git_commit", "environment", "intensity_range", "precision", "epoch",
                      "model", "optimizer", "sampler", "torch_rng", "cuda_rng", "history", "top_k"}
     t = _trainer(tmp_path, "k", epochs=2, tta=False)
     assert t.try_resume()

@@ -41,7 +41,8 @@ def predict_images(
     """Predict every image of ``images`` (``(C, *S)`` each) with ``predict_fn(images (B, C, *S))``.
 
     Returns one dict per image on the CPU: boxes ``(P, 2*D)``, scores ``(P,)``, labels ``(P,)``
-    (and "seg" ``(C+1, *S)`` only with ``keep_seg``). ``on_batch(indices, preds)`` is called after
+    (and "seg" ``(C+1, *S)`` only with ``keep_seg``), floating tensors as float32 (a model under
+    bfloat16 autocast may emit bfloat16, which NumPy and the evaluation cannot read). ``on_batch(indices, preds)`` is called after
     each batch with that batch's predictions including "seg" (to draw overlays without keeping
     every segmentation in memory).
     """
@@ -50,11 +51,17 @@ def predict_images(
     groups = shape_batches(shapes, batch_size)
     for ids in tqdm(groups, total=len(groups), desc=desc, disable=not progress, leave=False):
         batch = torch.from_numpy(np.stack([np.asarray(images[i], dtype=np.float32) for i in ids])).to(device)
-        preds = [
-            {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in p.items()} for p in predict_fn(batch)
-        ]
+        preds = [{k: _to_host(v) for k, v in p.items()} for p in predict_fn(batch)]
         if on_batch is not None:
             on_batch(ids, preds)
         for i, p in zip(ids, preds, strict=True):
             out[i] = p if keep_seg else {k: v for k, v in p.items() if k != "seg"}
     return out
+
+
+def _to_host(v):
+    """A prediction value on the CPU, floating tensors as float32."""
+    if not torch.is_tensor(v):
+        return v
+    v = v.detach().cpu()
+    return v.float() if v.is_floating_point() and v.dtype != torch.float64 else v

@@ -81,6 +81,10 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_min_ratio: float = 0.01
     amp: bool = True  # mixed precision (bfloat16 autocast) when training on CUDA; ignored on CPU
+    # bfloat16 autocast on the CPU (training, validation, test inference) where the CPU computes
+    # bfloat16 natively (AVX-512 BF16 / AMX); elsewhere the run computes float32. The result file's
+    # "precision" says which (retina_unet.environment.autocast_for; docs/speed.md, "The levers").
+    cpu_bf16: bool = _role(False, added="2026-12-01")
     device: str = _role("auto", "resume_may_change", "not_identity")  # "auto" (cuda when available) | "cpu" | "cuda" | "cuda:1"
     num_threads: int | None = _role(None, "resume_may_change", "not_identity")  # torch.set_num_threads for the run (None = leave as is)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from retina_unet.data import BatchSampler, SplitImages, split_targets, training_intensity_range
-from retina_unet.environment import environment, git_commit, resolve_device
+from retina_unet.environment import autocast_for, environment, git_commit, precision_of, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images
 from retina_unet.models.detector import padding_to_multiple, reads_masks
@@ -135,6 +134,7 @@ class Trainer:
             "git_commit": git_commit(),
             "environment": environment(),
             "intensity_range": list(training_intensity_range(cfg)),  # the input contract of predict
+            "precision": precision_of(self.device, cfg.amp, cfg.cpu_bf16),
         }
 
     # --- state -----------------------------------------------------------------------------------
@@ -214,9 +214,7 @@ class Trainer:
         return self.history
 
     def _autocast(self):
-        if self.cfg.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast_for(self.device, self.cfg.amp, self.cfg.cpu_bf16)
 
     def _train_epoch(self) -> None:
         cfg, epoch = self.cfg, self.epoch + 1
