@@ -988,6 +988,11 @@ def test_machines_lists_each_distinct_machine_with_its_run_count():
     c = {"result": {}}
     assert _machines([a, c, b, a]) == ("CPU A, 4 cpus, 1 torch thread(s) per run, cpu, torch 2.1, Linux-x (2 runs); "
                                        "CPU B, 8 cpus, H100, torch 2.2, Linux-y (1 runs); unknown (1 runs)")
+    # the same machine in two precisions (cpu_bf16 runs on a CPU with and without native bfloat16) is two rows
+    a16 = {**a, "result": {**a["result"], "precision": "bfloat16-autocast"}}
+    assert _machines([a, a16]) == ("CPU A, 4 cpus, 1 torch thread(s) per run, cpu, torch 2.1, Linux-x, "
+                                   "bfloat16-autocast (1 runs); "
+                                   "CPU A, 4 cpus, 1 torch thread(s) per run, cpu, torch 2.1, Linux-x (1 runs)")
     assert _machines([]) == "unknown"
     assert _machines([{"runner": None, "result": {"environment": None}}]) == "unknown (1 runs)"
 

@@ -29,6 +29,7 @@ split (the ``cpu`` preset: batches of 16, one torch thread); without the cached 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -80,7 +81,8 @@ def use_reference(model) -> None:
 
 
 def train_alternating(runs: dict[str, dict], sampler, steps: int, warmup: int) -> None:
-    """Train every run (``{"model", "opt", "times", "losses"}``) on the same ``warmup + steps``
+    """Train every run (``{"model", "opt", "times", "losses"}``, optionally ``"context"``: a factory
+    of the context the forward and loss run in, e.g. autocast) on the same ``warmup + steps``
     batches, alternating the order step by step so that load on the machine falls on all alike,
     each step from the same global RNG state (the losses' draws). Appends the CPU seconds of each
     timed step (forward, loss, backward, optimiser step) to ``times``, each step's loss values to
@@ -95,7 +97,8 @@ def train_alternating(runs: dict[str, dict], sampler, steps: int, warmup: int) -
             run = runs[name]
             torch.set_rng_state(rng)
             t0 = time.process_time()
-            losses = run["model"].losses(images, targets)
+            with run.get("context", contextlib.nullcontext)():
+                losses = run["model"].losses(images, targets)
             run["opt"].zero_grad(set_to_none=True)
             losses["loss"].backward()
             run["opt"].step()

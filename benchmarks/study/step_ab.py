@@ -5,7 +5,9 @@ Levers (``--lever``):
 - ``fused``: ``training.engine.make_optimizer``'s optimiser (PyTorch's fused implementation, one
   kernel per step) against the same optimiser as a Python loop over the parameter tensors
   (``foreach=False``);
-- ``compile``: the model's network under ``torch.compile`` (inductor, default mode) against eager.
+- ``compile``: the model's network under ``torch.compile`` (inductor, default mode) against eager;
+- ``bf16``: the forward and loss under CPU bfloat16 autocast (``TrainConfig.cpu_bf16``) against
+  float32; only meaningful where oneDNN computes bfloat16 natively (printed; elsewhere it is emulated).
 
 Two copies of a ``cpu``-preset model from the same initialisation train on the same batches with
 the same random draws, one with the lever and one without, alternating step by step so that load
@@ -15,6 +17,7 @@ is timed apart), the ratio, and how far the two copies' losses drifted apart::
 
     python -m benchmarks.study.step_ab --data-root data --lever fused --models retina_net mask_rcnn --steps 40
     python -m benchmarks.study.step_ab --data-root data --lever compile --models retina_net --steps 30
+    python -m benchmarks.study.step_ab --data-root data --lever bf16 --steps 40
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import statistics
 
 from benchmarks.study.loss_step import load_split, train_alternating
 
-LEVERS = ("fused", "compile")
+LEVERS = ("fused", "compile", "bf16")
 
 
 def time_lever(name: str, split, steps: int, warmup: int, lever: str = "fused") -> dict:
@@ -51,6 +54,8 @@ def time_lever(name: str, split, steps: int, warmup: int, lever: str = "fused") 
         if lever == "compile" and kind == "with":
             model.network = torch.compile(model.network)
         runs[kind] = {"model": model, "opt": opt, "times": [], "losses": []}
+        if lever == "bf16" and kind == "with":
+            runs[kind]["context"] = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     sampler = BatchSampler(split, range(len(split.labels)), cfg.batch_size, num_classes, cfg.class_balanced,
                            cfg.patch_size, cfg.patch_fg_prob, seed=cfg.seed, with_masks=True)
     torch.manual_seed(cfg.seed)
@@ -84,8 +89,10 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     split, source = load_split(preset("cpu", 2), args.data_root, args.generate)
+    from retina_unet.environment import cpu_has_native_bf16, cpu_model
+
     print(f"data: {source}; lever {args.lever}; {args.warmup} warm-up + {args.steps} timed steps per copy, "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s); CPU {cpu_model()}, native bfloat16: {cpu_has_native_bf16()}")
     for name in args.models:
         r = time_lever(name, split, args.steps, args.warmup, args.lever)
         d = r["loss_diff"]

@@ -192,8 +192,10 @@ _PAPER_MODELS = ("retina_net", "retina_unet", "mask_rcnn", "faster_rcnn_plus", "
 # The fast path of a cpu run (docs/speed.md, each lever measured): validation on 25 images from epoch 9
 # on (the kept epochs are late ones), the best epoch only (the top-3 WBC ensemble triples test
 # inference), the first 250 test images (their sampling error next to the seed-to-seed spread: the
-# same page). Model-side levers (channels-last, the two-stage RoI budget) are in the cpu preset itself.
-_FAST_PATH = {"val_from_epoch": 9, "val_subset": 25, "ensemble_top_k": False, "test_subset": 250}
+# same page), bfloat16 autocast where the CPU computes it natively (float32 elsewhere; each result
+# says which). Model-side levers (channels-last, the two-stage RoI budget) are in the cpu preset itself.
+_FAST_PATH = {"val_from_epoch": 9, "val_subset": 25, "ensemble_top_k": False, "test_subset": 250,
+              "cpu_bf16": True}
 # `make study` within an hour on 2 cores: the fast path on a training schedule cut to 8 epochs x 30
 # batches (240 steps of 16 patches, 30% of the cpu preset's 800), validated from epoch 5. The models
 # are not trained to convergence on it (docs/speed.md, "quick schedule"): the quick report compares

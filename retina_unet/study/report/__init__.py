@@ -235,19 +235,23 @@ def _current_results(folder: StudyFolder, definition, engine=None) -> tuple[list
 
 def _machines(envelopes: Sequence[dict[str, Any]]) -> str:
     """The distinct machines the runs ran on, with how many runs each: the study's runner record
-    (CPU model, cores, threads per run, device) completed by the run's own environment (torch)."""
+    (CPU model, cores, threads per run, device) completed by the run's own environment (torch) and
+    the precision it computed in (``cpu_bf16`` runs are bfloat16 only where the CPU has it)."""
     seen: dict[tuple, int] = {}
     for env in envelopes:
         r = env.get("runner") or {}
-        e = (env.get("result") or {}).get("environment") or {}
+        res = env.get("result") or {}
+        e = res.get("environment") or {}
         key = (r.get("cpu") or e.get("cpu"), r.get("cpus") or e.get("cpu_count"), r.get("threads"),
-               r.get("device") or e.get("gpu"), e.get("torch"), r.get("platform") or e.get("platform"))
+               r.get("device") or e.get("gpu"), e.get("torch"), r.get("platform") or e.get("platform"),
+               res.get("precision"))
         seen[key] = seen.get(key, 0) + 1
     parts = []
-    for (cpu, cpus, threads, device, torch_version, plat), k in sorted(seen.items(), key=lambda kv: str(kv[0])):
+    for (cpu, cpus, threads, device, torch_version, plat, precision), k in sorted(seen.items(),
+                                                                                 key=lambda kv: str(kv[0])):
         bits = [b for b in (cpu, f"{cpus} cpus" if cpus else None,
                             f"{threads} torch thread(s) per run" if threads else None, device,
-                            f"torch {torch_version}" if torch_version else None, plat) if b]
+                            f"torch {torch_version}" if torch_version else None, plat, precision) if b]
         parts.append(f"{', '.join(bits) or 'unknown'} ({k} runs)")
     return "; ".join(parts) or "unknown"
 
