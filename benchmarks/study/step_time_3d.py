@@ -6,12 +6,14 @@ Used for the 3D channels-last row of docs/speed.md:
 
     python -m benchmarks.study.step_time_3d retina_unet --set channels_last=False
     python -m benchmarks.study.step_time_3d retina_unet --set channels_last=True
+    python -m benchmarks.study.step_time_3d retina_unet --bf16    # forward and loss under CPU bfloat16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import time
 
 import torch
@@ -19,8 +21,9 @@ import torch
 from retina_unet.models import build_model, model_config
 
 
-def step_time(name: str, overrides: dict, batch: int = 8, steps: int = 4) -> float:
-    """Mean CPU seconds of one forward + loss + backward + Adam step."""
+def step_time(name: str, overrides: dict, batch: int = 8, steps: int = 4, bf16: bool = False) -> float:
+    """Mean CPU seconds of one forward + loss + backward + Adam step (forward and loss under CPU
+    bfloat16 autocast with ``bf16``, as ``TrainConfig.cpu_bf16`` trains)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model(name, model_config(3, "cpu", **overrides))
@@ -32,7 +35,8 @@ def step_time(name: str, overrides: dict, batch: int = 8, steps: int = 4) -> flo
     opt = torch.optim.Adam(model.parameters(), 1e-3)
 
     def step() -> None:
-        loss = model.losses(images, targets)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = model.losses(images, targets)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -51,9 +55,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="ModelConfig override")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--bf16", action="store_true", help="forward and loss under CPU bfloat16 autocast")
     args = ap.parse_args()
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)}
-    print(f"{args.model} {overrides} batch {args.batch}: {step_time(args.model, overrides, args.batch, args.steps):.3f} CPU-s/step")
+    t = step_time(args.model, overrides, args.batch, args.steps, args.bf16)
+    print(f"{args.model} {overrides} batch {args.batch}{' bf16' if args.bf16 else ''}: {t:.3f} CPU-s/step")
 
 
 if __name__ == "__main__":
