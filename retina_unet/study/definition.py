@@ -236,8 +236,9 @@ DEFAULT_PRESET = "quick"  # `make study` and `study run` without --preset on a n
 # cpu run with the fast path costs ~100 (Retina Net) to ~240 (Mask R-CNN) CPU-s, a quick run ~40-75.
 STUDY_PRESET_NOTES = {
     "smoke": "4 runs; seconds; CI",
-    "quick": "108 runs on a 240-step schedule (models not converged: docs/speed.md); ~58 CPU-s per run -> "
-             "under an hour on 2 cores (README: measured); Faster R-CNN+ and U-FRCNN+ would add ~40%",
+    "quick": "108 runs on a 240-step schedule (models not converged: docs/speed.md); ~58 CPU-s per run in "
+             "float32 -> under an hour on 2 cores, ~21 CPU-s with native bfloat16 -> 20 min (README: measured); "
+             "Faster R-CNN+ and U-FRCNN+ would add ~40%",
     "standard": "630 runs, full cpu schedule; ~1,050 CPU-s per (task, size, seed) -> ~31 CPU-hours (~15 h on "
                 "2 cores); resumable, shard it with --backend ray",
     "paper": "540 paper-preset runs; GPU hours",
