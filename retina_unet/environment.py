@@ -51,9 +51,9 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN computes bfloat16 natively on this CPU (AVX-512 BF16 or AMX), as PyTorch checks
-    it. Without it a bfloat16 convolution is emulated and slower than float32, so
-    :func:`autocast_for` keeps such a CPU at float32 (check, don't assume: the 2-core machines this
-    project runs on differ, some AVX2 only)."""
+    it. Without it oneDNN would emulate bfloat16, which is not expected to pay (not measured: no such
+    CPU was at hand), so :func:`autocast_for` keeps such a CPU at float32 (check, don't assume: the
+    2-core machines this project runs on differ, some AVX2 only)."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN or without the check

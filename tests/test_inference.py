@@ -429,3 +429,23 @@ def test_wbc_min_score_and_the_batched_default_threshold():
     b, s, _ = weighted_box_clustering_batched(torch.tensor([A, C]), torch.tensor([0.8, 0.4]), torch.tensor([0, 1]),
                                               torch.zeros(2, dtype=torch.int64), 2)
     assert len(s) == 1 and s.tolist() == pytest.approx([(0.8 * 100 + 0.4 * 100 / 3) / (100 + 100 / 3)])
+
+
+def test_predict_images_hands_back_float32_from_a_bfloat16_model():
+    """A model under bfloat16 autocast may emit bfloat16 scores: the loop returns them as float32
+    (NumPy and the evaluation cannot read bfloat16) and leaves float64, integers and non-tensors alone."""
+    import numpy as np
+
+    from retina_unet.inference.loop import predict_images
+
+    def predict_fn(batch):
+        return [{"boxes": torch.ones(1, 4, dtype=torch.float64), "scores": torch.full((1,), 0.5, dtype=torch.bfloat16),
+                 "labels": torch.ones(1, dtype=torch.int64), "seg": torch.zeros(3, 4, 4, dtype=torch.float16),
+                 "note": "x"} for _ in range(batch.shape[0])]
+
+    out = predict_images(predict_fn, [np.zeros((1, 4, 4), np.float32)] * 3, 2, "cpu", keep_seg=True)
+    assert len(out) == 3
+    for p in out:
+        assert p["boxes"].dtype == torch.float64 and p["scores"].dtype == torch.float32
+        assert p["labels"].dtype == torch.int64 and p["seg"].dtype == torch.float32 and p["note"] == "x"
+        assert p["scores"].item() == 0.5

@@ -358,6 +358,10 @@ def test_autocast_for_cpu_bf16_only_where_the_cpu_has_it(monkeypatch):
             assert env.precision_of(cpu, True, True) == "float32"
         assert isinstance(env.autocast_for(cpu, cuda_amp=True, cpu_bf16=False), contextlib.nullcontext)
         assert env.precision_of(cpu, True, False) == "float32"
+        # cpu_bf16 is the CPU's setting only: a CUDA run without amp stays float32
+        cuda = torch.device("cuda")
+        assert isinstance(env.autocast_for(cuda, cuda_amp=False, cpu_bf16=True), contextlib.nullcontext)
+        assert env.precision_of(cuda, False, True) == "float32"
 
 
 def test_cpu_bf16_trains_and_tests_in_bfloat16(tmp_path, monkeypatch):
