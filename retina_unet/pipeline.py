@@ -26,7 +26,7 @@ from retina_unet.data import (
     subset_indices,
     task_num_classes,
 )
-from retina_unet.environment import autocast_for, environment, git_commit, precision_of, resolve_device
+from retina_unet.environment import autocast_for, environment, git_commit, resolve_device
 from retina_unet.evaluation import evaluate_detections
 from retina_unet.inference import predict_images, predictor_for_config
 from retina_unet.rundir import (
@@ -144,7 +144,7 @@ def train_and_evaluate(
         "n_train": cfg.n_train,
         "git_commit": git_commit(),
         "environment": environment(),
-        "precision": precision_of(device, cfg.amp, cfg.cpu_bf16),
+        "precision": trainer.meta["precision"],  # what the run trained (and tested, on a CPU) in
         "resumed": resumed,
         "dataset": str(dataset.path),
     }

@@ -353,7 +353,7 @@ def test_autocast_for_cpu_bf16_only_where_the_cpu_has_it(monkeypatch):
         if native:
             assert isinstance(ac, torch.autocast) and ac.device == "cpu" and ac.fast_dtype == torch.bfloat16
             assert env.precision_of(cpu, True, True) == "bfloat16-autocast"
-        else:  # emulated bfloat16 is slower than float32: the run stays float32, and says so
+        else:  # no native bfloat16: the run stays float32 (a choice, not measured), and says so
             assert isinstance(ac, contextlib.nullcontext)
             assert env.precision_of(cpu, True, True) == "float32"
         assert isinstance(env.autocast_for(cpu, cuda_amp=True, cpu_bf16=False), contextlib.nullcontext)

@@ -85,12 +85,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from retina_unet.environment import cpu_has_native_bf16, cpu_model
     from retina_unet.training import preset
 
     torch.set_num_threads(args.threads)
     split, source = load_split(preset("cpu", 2), args.data_root, args.generate)
-    from retina_unet.environment import cpu_has_native_bf16, cpu_model
-
     print(f"data: {source}; lever {args.lever}; {args.warmup} warm-up + {args.steps} timed steps per copy, "
           f"{args.threads} thread(s); CPU {cpu_model()}, native bfloat16: {cpu_has_native_bf16()}")
     for name in args.models:
