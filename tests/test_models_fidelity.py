@@ -247,3 +247,78 @@ def test_stem_kernel_reaches_every_model(name, k):
 def test_stem_kernel_must_be_odd_and_positive(k):
     with pytest.raises(ValueError, match="stem_kernel"):
         ResNetFPN(3, 1, 4, (1, 1, 1, 1), 8, stem_kernel=k)
+
+
+# --- box head kind (MDT's FC head, or the convolutional option; docs/models.md "3D Mask R-CNN") --
+@pytest.mark.parametrize("name", ["mask_rcnn", "faster_rcnn_plus"])
+@pytest.mark.parametrize("d", [2, 3])
+def test_box_head_kind_reaches_the_two_stage_models(name, d):
+    fc = build_model(name, tiny(d)).box_head
+    conv = build_model(name, tiny(d, box_head="conv")).box_head
+    assert isinstance(fc.trunk, torch.nn.Identity) and fc.cls.in_features == tiny(d).fc_channels
+    convs = [m for m in conv.trunk.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)]
+    assert len(convs) == 2 and convs[0].kernel_size == (3,) * d
+    assert conv.cls.in_features == tiny(d).head_channels
+
+
+def test_box_head_must_be_known():
+    with pytest.raises(ValueError, match="box_head"):
+        tiny(3, box_head="mlp")
+
+
+def _spike(pool, at, ch=4):
+    x = torch.zeros(1, ch, *pool)
+    x[(0, slice(None), *at)] = torch.arange(1.0, ch + 1)
+    return x
+
+
+def test_conv_box_head_class_counts_a_cue_wherever_it_falls_in_the_roi():
+    """A feature at two interior bins of a 7^3 RoI gives the same class logits with the conv head
+    (shared convolutions, max over bins) and different ones with MDT's FC head, which must learn
+    the cue at every bin position separately."""
+    from retina_unet.models.roi_heads import BoxHead
+
+    torch.manual_seed(0)
+    pool = (7, 7, 7)
+    conv = BoxHead(3, 4, pool, 16, 2, kind="conv", conv_channels=8)
+    fc = BoxHead(3, 4, pool, 16, 2, kind="fc")
+    for m in conv.trunk.modules():  # zero biases: no border effect, so the map is exactly shift-equivariant
+        if isinstance(m, torch.nn.Conv3d):
+            torch.nn.init.zeros_(m.bias)
+    for head in (conv, fc):
+        torch.nn.init.normal_(head.cls.weight)
+    a, b = _spike(pool, (2, 2, 2)), _spike(pool, (4, 3, 4))
+    torch.testing.assert_close(conv(a)[0], conv(b)[0])
+    assert not torch.allclose(fc(a)[0], fc(b)[0])
+    assert conv(a)[1].shape == (1, 3, 6) and fc(a)[1].shape == (1, 3, 6)
+
+
+def test_conv_box_head_trains_the_backbone():
+    images, targets = two_class_batch()
+    model = build_model("mask_rcnn", tiny(2, box_head="conv"))
+    losses = model.losses(images, targets)
+    assert torch.isfinite(losses["loss"])
+    losses["class"].backward()
+    trunk_grad = sum(p.grad.abs().sum() for p in model.box_head.trunk.parameters() if p.grad is not None)
+    stem_grad = model.backbone.encoder.c1[0].weight.grad
+    assert trunk_grad > 0 and stem_grad is not None and stem_grad.abs().sum() > 0
+
+
+# --- the 3D cpu preset (docs/models.md, "The 3D cpu preset") ------------------------------------
+def test_3d_cpu_size_has_the_stride_1_3cubed_stem_and_the_others_keep_mdts():
+    cpu3 = model_config(3, "cpu")
+    assert cpu3.stem_kernel == 3 and tuple(cpu3.strides[0]) == (1, 1, 1)
+    for cfg in (model_config(2, "cpu"), model_config(2, "paper"), model_config(3, "paper")):
+        assert cfg.stem_kernel == 7
+    strides = build_model("retina_net", cpu3).network.backbone.strides
+    assert strides[2] == (2, 2, 2)  # P2, where the 3D class is read, at stride 2
+
+
+def test_3d_cpu_training_preset_schedule():
+    from retina_unet.training import preset
+
+    p3, p2 = preset("cpu", 3), preset("cpu", 2)
+    assert (p3.epochs, p3.batches_per_epoch, p3.lr_schedule, p3.val_from_epoch, p3.val_subset) == (
+        64, 50, "constant", 40, 25)
+    assert p3.cpu_bf16 and not p2.cpu_bf16
+    assert (p2.epochs, p2.val_from_epoch, p2.val_subset) == (16, 1, 50)  # 2D unchanged

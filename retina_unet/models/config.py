@@ -7,8 +7,8 @@
 - "cpu": small enough to train on a 2-core CPU in minutes (blocks (1, 1, 1, 1), 16 filters, FPN 48,
   heads 64 x 2 convs, detection on P3-P5 with base anchors 32/64/128 px x 3 scales, so P3's anchors
   (32, 40, 51 px on a stride-8 grid) bracket the ~39 px toy discs; in 3D 8 filters, FPN 32, detection
-  on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, isotropic strides,
-  negatives sampled uniformly; channels-last in both).
+  on P2-P4 with anchors 16/32/64 for the ~19 voxel balls of the 64^3 toys, a 3^3 stem at stride 1
+  (P2 at stride 2), negatives sampled uniformly; channels-last in both).
 - "tiny": for unit tests only.
 Any field can be overridden: ``model_config(2, "cpu", num_classes=3)``. Every setting next to MDT's
 value and the paper's text, and why it differs where it does: ``docs/models.md``.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 Stride = int | tuple[int, ...]
 INITS = ("pytorch", "he_fan_out")
+BOX_HEADS = ("fc", "conv")  # ModelConfig.box_head
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class ModelConfig:
     # per stage (stem, pool, C3, C4, C5): an int or one stride per axis; () = 2 everywhere
     strides: tuple[Stride, ...] = ()
     # kernel of the stem convolution C1 (ResNet, MDT: 7). 3 with a stride-1 stem is the only 3D
-    # setting measured to learn the 27-voxel donut hole, at 3x the step cost, so no preset uses it
-    # (docs/models.md, "The stem and the hole")
+    # setting measured to learn the 27-voxel donut hole (3-5x the step cost); the 3D cpu size uses
+    # it (docs/models.md, "The stem and the hole")
     stem_kernel: int = 7
     # inputs whose size is not a multiple of the deepest stride are padded (replicate, at the high
     # end) and outputs cropped back; False: such inputs raise a ValueError naming the multiple
@@ -126,6 +127,10 @@ class ModelConfig:
     # in random order); None = all sampled positives (MDT: every positive of its 2 sampled RoIs, i.e. 1)
     mask_rois_per_image: int | None = None
     fc_channels: int = 1024  # box head width
+    # "fc" (MDT): the class from FC layers on the flattened RoI; "conv": 3^D convolutions
+    # (head_channels wide) over the RoI's bins, the class from their maximum (docs/models.md,
+    # "3D Mask R-CNN")
+    box_head: str = "fc"
 
     # --- DetU-Net ---------------------------------------------------------------------------------
     detunet_max_components: int = 5  # largest connected components kept per class and image
@@ -153,6 +158,8 @@ class ModelConfig:
             raise ValueError("need 0 <= roi_bg_iou <= roi_fg_iou <= 1")
         if self.seg_classes not in (None, "binary", "per_class"):
             raise ValueError(f"seg_classes must be 'binary', 'per_class' or None, got {self.seg_classes!r}")
+        if self.box_head not in BOX_HEADS:
+            raise ValueError(f"box_head must be one of {BOX_HEADS}, got {self.box_head!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.max_positives is not None and self.max_positives < 1:
@@ -238,8 +245,13 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
         # 1.5x in 3D (docs/speed.md)
         base.update(channels_last=True)
         if d == 3:
-            # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 (stride 4) anchors 16 / 20 / 25
+            # 64^3 volumes, balls of radius 10 (~19 voxel boxes): P2 anchors 16 / 20 / 25. A 3^3 stem at
+            # stride 1 puts P2 at stride 2: with MDT's 7^3 stem at stride 2 no model learnt the class
+            # (the 27-voxel hole) in 2,000-6,000 steps; with this one Retina Net and Retina U-Net do
+            # (docs/models.md, "The stem and the hole")
             base.update(
+                stem_kernel=3,
+                strides=((1, 1, 1), 2, 2, 2, 2),
                 # negatives drawn uniformly from all of them: with the 20 x count hardest (of ~5,000
                 # anchors per 32^3 patch, where 2D's pool holds a quarter of ~750) Retina Net 3D did
                 # not learn at all (docs/models.md, "3D learning")

@@ -48,7 +48,9 @@ class TwoStageDetector(Detector):
         self.backbone = backbone_for(cfg, min_level=0 if self.with_seg else self.levels[0])
         init_weights(self.backbone, cfg.init)
         self.rpn = RPN(cfg, cfg.fpn_channels, self.backbone.strides)
-        self.box_head = BoxHead(d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c)
+        self.box_head = BoxHead(
+            d, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, c, cfg.box_head, cfg.head_channels
+        )
         self.mask_head = (
             MaskHead(d, cfg.fpn_channels, cfg.head_channels, c, cfg.norm) if self.with_mask else None
         )

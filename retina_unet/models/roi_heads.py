@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from retina_unet import ops
+from retina_unet.models.config import BOX_HEADS
 from retina_unet.nn.layers import ConvNormAct, conv_layer, conv_transpose_layer
 
 
@@ -67,11 +68,39 @@ def multilevel_roi_align(
 
 
 class BoxHead(nn.Module):
-    """Two FC layers on the pooled RoI, then class logits (C+1) and class-specific deltas ((C+1) * 2D)."""
+    """The second stage's classifier and box regressor on a pooled RoI ``(R, cin, *pool)``.
 
-    def __init__(self, spatial_dims: int, cin: int, pool: Sequence[int], fc: int, num_classes: int) -> None:
+    ``kind="fc"`` (MDT): two FC layers, then class logits (C+1) and class-specific deltas
+    ((C+1) * 2D). ``kind="conv"`` (this project's 3D option, docs/models.md "3D Mask R-CNN"):
+    ``convs`` 3^D convolutions shared over the RoI's bins first; the class logits read their
+    maximum over the bins (so a cue such as the 27-voxel donut hole counts wherever it falls in
+    the RoI, as in Retina Net's convolutional head), the deltas the FC layers on the flattened map.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        cin: int,
+        pool: Sequence[int],
+        fc: int,
+        num_classes: int,
+        kind: str = "fc",
+        conv_channels: int = 0,
+        convs: int = 2,
+    ) -> None:
         super().__init__()
-        self.spatial_dims, self.num_outputs = spatial_dims, num_classes + 1
+        if kind not in BOX_HEADS:
+            raise ValueError(f"kind must be one of {BOX_HEADS}, got {kind!r}")
+        self.spatial_dims, self.num_outputs, self.kind = spatial_dims, num_classes + 1, kind
+        if kind == "conv":
+            if conv_channels < 1 or convs < 1:
+                raise ValueError(f"a conv box head needs conv_channels >= 1 and convs >= 1, got {conv_channels}, {convs}")
+            self.trunk: nn.Module = nn.Sequential(
+                *[ConvNormAct(spatial_dims, cin if i == 0 else conv_channels, conv_channels, 3) for i in range(convs)]
+            )
+            cin = conv_channels
+        else:
+            self.trunk = nn.Identity()
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Linear(cin * math.prod(pool), fc),
@@ -79,7 +108,7 @@ class BoxHead(nn.Module):
             nn.Linear(fc, fc),
             nn.ReLU(inplace=True),
         )
-        self.cls = nn.Linear(fc, num_classes + 1)
+        self.cls = nn.Linear(cin if kind == "conv" else fc, num_classes + 1)
         self.box = nn.Linear(fc, (num_classes + 1) * 2 * spatial_dims)
         nn.init.normal_(self.cls.weight, std=0.01)
         nn.init.normal_(self.box.weight, std=0.001)
@@ -88,8 +117,10 @@ class BoxHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> logits ``(R, C+1)``, deltas ``(R, C+1, 2D)``."""
-        h = self.fc(pooled)
-        return self.cls(h), self.box(h).view(-1, self.num_outputs, 2 * self.spatial_dims)
+        t = self.trunk(pooled)
+        h = self.fc(t)
+        logits = self.cls(t.flatten(2).amax(2)) if self.kind == "conv" else self.cls(h)
+        return logits, self.box(h).view(-1, self.num_outputs, 2 * self.spatial_dims)
 
 
 class MaskHead(nn.Module):
