@@ -6,7 +6,8 @@ the feature vector of FPN level ``--level`` at the cell of each object's centre 
 per patch, as in ``hole_probe.py``), fits a logistic regression on ``--n`` objects and reports its
 accuracy on ``--n-test`` held-out objects (another data seed; chance 0.5). If the features separate
 the classes but the detector's classifier does not, the classifier's read-out is what fails; if
-they do not, the class never reached the backbone (docs/models.md, "3D Mask R-CNN")::
+they do not, the class never reached the backbone. For a two-stage model it also reports its box
+head's class accuracy on the held-out objects' ground-truth boxes (docs/models.md, "3D Mask R-CNN")::
 
     python benchmarks/study/frozen_probe.py runs/3d/preset_rn runs/3d/preset_mr
 """
@@ -14,29 +15,38 @@ they do not, the class never reached the backbone (docs/models.md, "3D Mask R-CN
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 import toy_data
 from benchmarks.study.hole_probe import object_patches
-from retina_unet.training.checkpoint import load_checkpoint
-from retina_unet.training.config import TrainConfig
-from retina_unet.training.model import build_from_config
+from retina_unet.rundir import RunDir
 
 
-def load_backbone(run: Path) -> tuple[torch.nn.Module, dict, str]:
-    """The backbone of ``run``'s best checkpoint (the first of its top-k), frozen, and its name."""
-    result = json.loads((run / "result.json").read_text())
-    name = result["top_k"][0]["path"]
-    ckpt = load_checkpoint(run / name)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    model = build_from_config(cfg, ckpt["num_classes"])
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    net = model.network if hasattr(model, "network") else model
-    return net.backbone, net.backbone.strides, f"{cfg.model} ({name})"
+def load_best(run: Path):
+    """``run``'s best kept epoch, loaded and checked by the run loader, in eval mode; and its name."""
+    loaded = RunDir(run).load_models(ensemble=False)
+    return loaded.models[0], f"{loaded.cfg.model} ({loaded.files[0].name})"
+
+
+def backbone_of(model) -> torch.nn.Module:
+    return (model.network if hasattr(model, "network") else model).backbone
+
+
+@torch.no_grad()
+def box_head_accuracy(model, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, radius: int) -> float | None:
+    """A two-stage model's box-head class accuracy on each patch's ground-truth box (None for the
+    others): does the second stage read the class the backbone carries?"""
+    if not hasattr(model, "box_head"):
+        return None
+    hits = 0
+    for i in range(len(x)):
+        feats = model.backbone(x[i:i + 1])
+        box = torch.cat([c[i] - radius + 1, c[i] + radius]).float()[None]  # object_patches' box rule
+        logits, _ = model.box_head(model._pool(feats, [box], model.cfg.box_pool_size))
+        hits += int(logits[0, 1:].argmax()) == int(y[i])
+    return hits / len(x)
 
 
 @torch.no_grad()
@@ -84,15 +94,17 @@ def main(argv=None) -> None:
     spec = toy_data.task_spec(args.task, 3)
     xa, ya, ca = object_patches(spec, args.n, args.patch, seed=101)
     xb, yb, cb = object_patches(spec, args.n_test, args.patch, seed=102)
-    print(f"| run | model (checkpoint) | P{args.level} channels | probe accuracy: fitted / held-out |")
-    print("|---|---|---|---|")
+    print(f"| run | model (checkpoint) | P{args.level} channels | probe accuracy: fitted / held-out "
+          f"| box head on the held-out ground-truth boxes |")
+    print("|---|---|---|---|---|")
     for run in args.runs:
-        backbone, strides, name = load_backbone(run)
-        fa = centre_features(backbone, strides, args.level, xa, ca)
-        fb = centre_features(backbone, strides, args.level, xb, cb)
+        model, name = load_best(run)
+        backbone = backbone_of(model)
+        fa = centre_features(backbone, backbone.strides, args.level, xa, ca)
+        fb = centre_features(backbone, backbone.strides, args.level, xb, cb)
         acc_a, acc_b = probe_accuracy(fa, ya, fb, yb)
-        print(f"| {run} | {name} | {fa.shape[1]} | {acc_a:.3f} / {acc_b:.3f} |")
-
+        head = box_head_accuracy(model, xb, yb, cb, spec.radii[0])
+        print(f"| {run} | {name} | {fa.shape[1]} | {acc_a:.3f} / {acc_b:.3f} | {'-' if head is None else f'{head:.3f}'} |")
 
 if __name__ == "__main__":
     main()

@@ -72,7 +72,7 @@ class BoxHead(nn.Module):
 
     ``kind="fc"`` (MDT): two FC layers, then class logits (C+1) and class-specific deltas
     ((C+1) * 2D). ``kind="conv"`` (this project's 3D option, docs/models.md "3D Mask R-CNN"):
-    ``convs`` 3^D convolutions shared over the RoI's bins first; the class logits read their
+    ``convs`` 3^D convolutions (``conv_channels`` wide, default ``cin``) shared over the RoI's bins first; the class logits read their
     maximum over the bins (so a cue such as the 27-voxel donut hole counts wherever it falls in
     the RoI, as in Retina Net's convolutional head), the deltas the FC layers on the flattened map.
     """
@@ -85,7 +85,7 @@ class BoxHead(nn.Module):
         fc: int,
         num_classes: int,
         kind: str = "fc",
-        conv_channels: int = 0,
+        conv_channels: int | None = None,
         convs: int = 2,
     ) -> None:
         super().__init__()
@@ -93,6 +93,7 @@ class BoxHead(nn.Module):
             raise ValueError(f"kind must be one of {BOX_HEADS}, got {kind!r}")
         self.spatial_dims, self.num_outputs, self.kind = spatial_dims, num_classes + 1, kind
         if kind == "conv":
+            conv_channels = cin if conv_channels is None else conv_channels
             if conv_channels < 1 or convs < 1:
                 raise ValueError(f"a conv box head needs conv_channels >= 1 and convs >= 1, got {conv_channels}, {convs}")
             self.trunk: nn.Module = nn.Sequential(
