@@ -261,6 +261,53 @@ def test_box_head_kind_reaches_the_two_stage_models(name, d):
     assert conv.cls.in_features == tiny(d).head_channels
 
 
+@pytest.mark.parametrize("name", ["mask_rcnn", "faster_rcnn_plus", "ufrcnn_plus"])
+def test_fc_centre_box_head_reaches_the_two_stage_models(name):
+    head = build_model(name, tiny(3, box_head="fc_centre")).box_head
+    assert isinstance(head.trunk, torch.nn.Identity) and head.cls.in_features == tiny(3).fc_channels
+    assert head.centre.in_features == tiny(3).fpn_channels and head.centre.out_features == 3
+    assert build_model(name, tiny(3)).box_head.centre is None  # MDT's FC head by default
+
+
+@pytest.mark.parametrize("pool", [(5, 5, 5), (4, 4), (3, 6, 5)])
+def test_fc_centre_adds_a_linear_read_of_the_centre_bin(pool):
+    """The class logits are the FC head's plus a linear map of the centre bin (the mean of the two
+    middle bins along an even axis); features off the centre reach the class only through the FC."""
+    from retina_unet.models.roi_heads import BoxHead
+
+    torch.manual_seed(0)
+    d = len(pool)
+    head = BoxHead(d, 4, pool, 16, 2, kind="fc_centre")
+    fc = BoxHead(d, 4, pool, 16, 2, kind="fc")
+    fc.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("centre.")})
+    x = torch.randn(3, 4, *pool)
+    centre = x[(..., *[slice((s - 1) // 2, s // 2 + 1) for s in pool])].flatten(2).mean(2)
+    torch.testing.assert_close(head(x)[0], fc(x)[0] + head.centre(centre))
+    torch.testing.assert_close(head(x)[1], fc(x)[1])  # the deltas are the FC head's
+    off = x.clone()
+    off[(..., *[slice(0, 1)] * d)] += 5.0  # a corner bin: the centre read does not see it
+    torch.testing.assert_close(head(off)[0] - fc(off)[0], head(x)[0] - fc(x)[0])
+
+
+def test_roi_class_loss_weight_scales_only_the_box_heads_class_term():
+    images, targets = two_class_batch()
+    totals = {}
+    for w in (1.0, 3.0):
+        torch.manual_seed(0)
+        model = build_model("mask_rcnn", tiny(2, roi_class_loss_weight=w))
+        torch.manual_seed(1)  # the same RoI draws
+        totals[w] = model.losses(images, targets)
+    one, three = totals[1.0], totals[3.0]
+    torch.testing.assert_close(one["class"], three["class"])
+    torch.testing.assert_close(three["loss"] - one["loss"], 2 * one["class"])
+
+
+@pytest.mark.parametrize("w", [0.0, -1.0, float("nan"), float("inf")])
+def test_roi_class_loss_weight_must_be_positive_and_finite(w):
+    with pytest.raises(ValueError, match="roi_class_loss_weight"):
+        tiny(2, roi_class_loss_weight=w)
+
+
 def test_box_head_must_be_known():
     with pytest.raises(ValueError, match="box_head"):
         tiny(3, box_head="mlp")
@@ -312,6 +359,15 @@ def test_3d_cpu_size_has_the_stride_1_3cubed_stem_and_the_others_keep_mdts():
         assert cfg.stem_kernel == 7
     strides = build_model("retina_net", cpu3).network.backbone.strides
     assert strides[2] == (2, 2, 2)  # P2, where the 3D class is read, at stride 2
+
+
+def test_3d_cpu_two_stage_models_read_the_centre_bin_from_iou_05_and_the_others_keep_mdts():
+    cpu3 = model_config(3, "cpu")
+    assert cpu3.box_head == "fc_centre" and cpu3.roi_fg_iou == 0.5
+    assert build_model("mask_rcnn", cpu3).box_head.centre is not None
+    for cfg in (model_config(2, "cpu"), model_config(2, "paper"), model_config(3, "paper")):
+        assert cfg.box_head == "fc" and cfg.roi_class_loss_weight == 1.0
+    assert model_config(3, "paper").roi_fg_iou == 0.3 and model_config(2, "cpu").roi_fg_iou == 0.5
 
 
 def test_3d_cpu_training_preset_schedule():

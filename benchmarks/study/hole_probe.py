@@ -15,6 +15,15 @@ objects seen dozens of times each, the training accuracy alone could be memorise
     python benchmarks/study/hole_probe.py --dim 3 --stem-kernel 7 --steps 2000
     python benchmarks/study/hole_probe.py --dim 3 --stem-kernel 3 --stem-stride 1 --level 2 --steps 1600
 
+``--read`` chooses the read-out. ``centre`` (default) is the above. ``fc``, ``conv`` and ``fc_centre``
+read the class as the two-stage models do: RoIAlign of the object's ground-truth box from its
+assigned FPN level (the ``cpu`` model's pool size and level rule), then a ``BoxHead`` of that kind
+(``ModelConfig.box_head``; two class logits of its three), the backbone initialised as the detectors
+initialise it. Where ``centre`` learns and ``fc`` does not, the two-stage head is the blocker
+(docs/models.md, "3D Mask R-CNN")::
+
+    python benchmarks/study/hole_probe.py --dim 3 --stem-kernel 3 --stem-stride 1 --read fc --steps 1000 --every 200 --n 2000
+
 ``--contrast`` overrides the task's contrast (a diagnostic only: the study never changes a task).
 """
 
@@ -29,7 +38,10 @@ from torch import nn
 
 import toy_data
 from retina_unet.models import model_config
+from retina_unet.models.config import BOX_HEADS
 from retina_unet.models.detector import backbone_for
+from retina_unet.models.roi_heads import BoxHead, multilevel_roi_align
+from retina_unet.nn.backbone import init_weights
 
 
 def object_patches(spec, n: int, patch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,8 +84,28 @@ class CentreProbe(nn.Module):
         return self.fc(rows)
 
 
+class RoIProbe(nn.Module):
+    """Backbone -> RoIAlign of each object's box (``object_patches``' rule) -> ``BoxHead(kind)`` ->
+    its two object-class logits: the two-stage models' class read-out, with no RPN or sampling."""
+
+    def __init__(self, dim: int, kind: str, radius: int, **model_overrides):
+        super().__init__()
+        self.cfg = cfg = model_config(dim, "cpu", box_head=kind, **model_overrides)
+        self.levels = tuple(sorted(cfg.detection_levels))
+        self.backbone = backbone_for(cfg, min_level=self.levels[0])
+        init_weights(self.backbone, cfg.init)
+        self.head = BoxHead(dim, cfg.fpn_channels, cfg.box_pool_size, cfg.fc_channels, 2, kind, cfg.head_channels)
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        boxes = torch.cat([centres - self.radius + 1, centres + self.radius], 1).float()  # (B, 2 * dim)
+        pooled = multilevel_roi_align(self.backbone(x), list(boxes[:, None]), self.backbone.strides, self.levels,
+                                      self.cfg.box_pool_size, self.cfg.roi_canonical_size, self.cfg.roi_canonical_level)
+        return self.head(pooled)[0][:, 1:]  # the background logit dropped: one object per RoI
+
+
 @torch.no_grad()
-def held_out_accuracy(net: CentreProbe, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, batch: int = 50) -> float:
+def held_out_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, batch: int = 50) -> float:
     """Accuracy of ``net`` on patches ``x`` (N, 1, *P) with classes ``y`` (N,) and centres ``c`` (N, dim)."""
     hits = sum(int((net(x[i:i + batch], c[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
                for i in range(0, len(x), batch))
@@ -89,6 +121,8 @@ def main(argv=None) -> None:
     ap.add_argument("--stem-stride", type=int, default=2)
     ap.add_argument("--start-filters", type=int, default=None)
     ap.add_argument("--level", type=int, default=2, help="FPN level read at the centre (2 = P2)")
+    ap.add_argument("--read", default="centre", choices=("centre", *BOX_HEADS),
+                    help="centre: a linear layer on the centre cell; else a BoxHead of that kind on the RoI")
     ap.add_argument("--patch", type=int, default=None, help="patch side (default: the cpu preset's, 64 / 32)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=1600)
@@ -109,12 +143,17 @@ def main(argv=None) -> None:
     if args.start_filters:
         model_overrides["start_filters"] = args.start_filters
     torch.manual_seed(args.seed)
-    net = CentreProbe(args.dim, args.level, **model_overrides)
+    if args.read == "centre":
+        net: nn.Module = CentreProbe(args.dim, args.level, **model_overrides)
+    else:
+        net = RoIProbe(args.dim, args.read, int(spec.radii[0]), **model_overrides)
     opt = torch.optim.Adam(net.parameters(), args.lr)
     g = torch.Generator().manual_seed(args.seed + 1)
     hits, t0 = [], time.perf_counter()
+    where = (f"P{args.level} (stride {net.stride.tolist()}) centre cell" if args.read == "centre"
+             else f"BoxHead {args.read!r} on the RoI")
     print(f"# {args.task} {args.dim}D contrast {spec.contrast}: stem {args.stem_kernel}^{args.dim} "
-          f"stride {args.stem_stride}, P{args.level} (stride {net.stride.tolist()}), batch {args.batch}")
+          f"stride {args.stem_stride}, {where}, batch {args.batch}")
     for step in range(1, args.steps + 1):
         idx = torch.randint(len(x), (args.batch,), generator=g)
         logits = net(x[idx], c[idx])

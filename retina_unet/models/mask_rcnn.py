@@ -159,7 +159,7 @@ class TwoStageDetector(Detector):
         pos = torch.nonzero(all_labels > 0).squeeze(1)
         box_t = self.coder.encode(gt_boxes[pos], all_rois[pos])
         result["box"] = box_regression_loss(deltas[pos, all_labels[pos]].float(), box_t, cfg.smooth_l1_beta)
-        total = result["rpn_class"] + result["rpn_box"] + result["class"] + result["box"]
+        total = result["rpn_class"] + result["rpn_box"] + cfg.roi_class_loss_weight * result["class"] + result["box"]
         if self.with_mask:
             result["mask"] = self._mask_loss(feats, rois, labels, targets, images.device)
             total = total + result["mask"]

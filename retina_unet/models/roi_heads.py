@@ -75,6 +75,10 @@ class BoxHead(nn.Module):
     ``convs`` 3^D convolutions (``conv_channels`` wide, default ``cin``) shared over the RoI's bins first; the class logits read their
     maximum over the bins (so a cue such as the 27-voxel donut hole counts wherever it falls in
     the RoI, as in Retina Net's convolutional head), the deltas the FC layers on the flattened map.
+    ``kind="fc_centre"`` (the 3D ``cpu`` model size's head): MDT's FC head plus a linear map of the centre
+    bin's features (the mean of the two middle bins along an even axis) added to the class logits: a
+    short path from the class loss to the features at the object's centre, which the 3D hole needs
+    (docs/models.md, "3D Mask R-CNN"); the deltas are the FC head's.
     """
 
     def __init__(
@@ -110,6 +114,10 @@ class BoxHead(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.cls = nn.Linear(cin if kind == "conv" else fc, num_classes + 1)
+        # fc_centre: a linear read of the centre bin added to the FC head's class logits (PyTorch's
+        # default init, as measured); the centre bin's slices per axis, two for even pool sizes
+        self.centre = nn.Linear(cin, num_classes + 1) if kind == "fc_centre" else None
+        self.centre_bins = tuple(slice((s - 1) // 2, s // 2 + 1) for s in pool)
         self.box = nn.Linear(fc, (num_classes + 1) * 2 * spatial_dims)
         nn.init.normal_(self.cls.weight, std=0.01)
         nn.init.normal_(self.box.weight, std=0.001)
@@ -121,6 +129,8 @@ class BoxHead(nn.Module):
         t = self.trunk(pooled)
         h = self.fc(t)
         logits = self.cls(t.flatten(2).amax(2)) if self.kind == "conv" else self.cls(h)
+        if self.centre is not None:
+            logits = logits + self.centre(t[(..., *self.centre_bins)].flatten(2).mean(2))
         return logits, self.box(h).view(-1, self.num_outputs, 2 * self.spatial_dims)
 
 
