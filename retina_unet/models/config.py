@@ -272,7 +272,7 @@ def model_config(spatial_dims: int, size: str = "paper", **overrides) -> ModelCo
                 mask_pool_size=(7, 7, 7),
                 # the two-stage class: MDT's FC box head never read the hole (test mAP 0.56-0.65); a
                 # linear read of the RoI's centre bin beside it, on positives from IoU 0.5 so that
-                # the centre bin holds the object's centre, reached 0.82-0.86 in three runs
+                # the centre bin holds the object's centre, reached 0.76-0.86 over three seeds
                 # (docs/models.md, "3D Mask R-CNN")
                 box_head="fc_centre",
                 roi_fg_iou=0.5,
