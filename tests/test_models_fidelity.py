@@ -269,8 +269,15 @@ def test_fc_centre_box_head_reaches_the_two_stage_models(name):
     assert build_model(name, tiny(3)).box_head.centre is None  # MDT's FC head by default
 
 
-@pytest.mark.parametrize("pool", [(5, 5, 5), (4, 4), (3, 6, 5)])
-def test_fc_centre_adds_a_linear_read_of_the_centre_bin(pool):
+@pytest.mark.parametrize(
+    "pool, bins",
+    [
+        ((5, 5, 5), (slice(2, 3),) * 3),
+        ((4, 4), (slice(1, 3),) * 2),  # even: the two middle bins, averaged
+        ((3, 6, 5), (slice(1, 2), slice(2, 4), slice(2, 3))),
+    ],
+)
+def test_fc_centre_adds_a_linear_read_of_the_centre_bin(pool, bins):
     """The class logits are the FC head's plus a linear map of the centre bin (the mean of the two
     middle bins along an even axis); features off the centre reach the class only through the FC."""
     from retina_unet.models.roi_heads import BoxHead
@@ -281,7 +288,7 @@ def test_fc_centre_adds_a_linear_read_of_the_centre_bin(pool):
     fc = BoxHead(d, 4, pool, 16, 2, kind="fc")
     fc.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("centre.")})
     x = torch.randn(3, 4, *pool)
-    centre = x[(..., *[slice((s - 1) // 2, s // 2 + 1) for s in pool])].flatten(2).mean(2)
+    centre = x[(..., *bins)].flatten(2).mean(2)
     torch.testing.assert_close(head(x)[0], fc(x)[0] + head.centre(centre))
     torch.testing.assert_close(head(x)[1], fc(x)[1])  # the deltas are the FC head's
     off = x.clone()

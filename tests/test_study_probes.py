@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import toy_data
-from benchmarks.study.hole_probe import RoIProbe, main, object_patches
+from benchmarks.study.hole_probe import RoIProbe, main, object_boxes, object_patches
+
+
+def test_object_boxes_are_the_generators_boxes_of_whole_objects():
+    spec = toy_data.task_spec("donuts_shape", 3)
+    r, checked = int(spec.radii[0]), 0
+    for i in range(20):
+        box = np.asarray(toy_data.generate_sample(spec, 0, i).boxes)[0]
+        lo, hi = box[:3].astype(int), box[3:].astype(int)
+        if np.any(hi - lo != 2 * r - 1):
+            continue  # cut by the border: object_patches skips these
+        centre = torch.from_numpy((lo + hi) // 2)[None]  # object_patches' centre rule
+        assert object_boxes(centre, r)[0].tolist() == box.tolist()
+        checked += 1
+    assert checked > 0
 
 
 def test_roi_probe_reads_the_class_through_the_two_stage_box_head_and_trains_the_backbone():

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import toy_data
-from benchmarks.study.hole_probe import object_patches
+from benchmarks.study.hole_probe import object_boxes, object_patches
 from retina_unet.rundir import RunDir
 
 
@@ -35,17 +35,18 @@ def backbone_of(model) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def box_head_accuracy(model, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, radius: int) -> float | None:
+def box_head_accuracy(model, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor, radius: int,
+                      batch: int = 25) -> float | None:
     """A two-stage model's box-head class accuracy on each patch's ground-truth box (None for the
     others): does the second stage read the class the backbone carries?"""
     if not hasattr(model, "box_head"):
         return None
     hits = 0
-    for i in range(len(x)):
-        feats = model.backbone(x[i:i + 1])
-        box = torch.cat([c[i] - radius + 1, c[i] + radius]).float()[None]  # object_patches' box rule
-        logits, _ = model.box_head(model._pool(feats, [box], model.cfg.box_pool_size))
-        hits += int(logits[0, 1:].argmax()) == int(y[i])
+    for i in range(0, len(x), batch):
+        feats = model.backbone(x[i:i + batch])
+        boxes = list(object_boxes(c[i:i + batch], radius)[:, None])  # one box per patch
+        logits, _ = model.box_head(model._pool(feats, boxes, model.cfg.box_pool_size))
+        hits += int((logits[:, 1:].argmax(1) == y[i:i + batch]).sum())
     return hits / len(x)
 
 

@@ -66,6 +66,12 @@ def object_patches(spec, n: int, patch: int, seed: int) -> tuple[torch.Tensor, t
     return torch.stack(images), torch.tensor(labels), torch.from_numpy(np.stack(centres))
 
 
+def object_boxes(centres: torch.Tensor, radius: int) -> torch.Tensor:
+    """``(N, 2 * dim)`` boxes of :func:`object_patches`' whole objects from their centre voxels
+    ``(N, dim)``: the generator's box of a ball of ``radius`` (``hi - lo = 2 * radius - 1``)."""
+    return torch.cat([centres - radius + 1, centres + radius], 1).float()
+
+
 class CentreProbe(nn.Module):
     """Backbone -> FPN level ``level`` -> feature at the centre cell -> linear (2 classes)."""
 
@@ -98,7 +104,7 @@ class RoIProbe(nn.Module):
         self.radius = radius
 
     def forward(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-        boxes = torch.cat([centres - self.radius + 1, centres + self.radius], 1).float()  # (B, 2 * dim)
+        boxes = object_boxes(centres, self.radius)
         pooled = multilevel_roi_align(self.backbone(x), list(boxes[:, None]), self.backbone.strides, self.levels,
                                       self.cfg.box_pool_size, self.cfg.roi_canonical_size, self.cfg.roi_canonical_level)
         return self.head(pooled)[0][:, 1:]  # the background logit dropped: one object per RoI
