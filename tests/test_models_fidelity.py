@@ -262,10 +262,16 @@ def test_box_head_kind_reaches_the_two_stage_models(name, d):
 
 
 @pytest.mark.parametrize("name", ["mask_rcnn", "faster_rcnn_plus", "ufrcnn_plus"])
-def test_fc_centre_box_head_reaches_the_two_stage_models(name):
+def test_centre_box_heads_reach_the_two_stage_models(name):
     head = build_model(name, tiny(3, box_head="fc_centre")).box_head
     assert isinstance(head.trunk, torch.nn.Identity) and head.cls.in_features == tiny(3).fc_channels
     assert head.centre.in_features == tiny(3).fpn_channels and head.centre.out_features == 3
+    assert isinstance(head.centre_trunk, torch.nn.Identity)
+    conv = build_model(name, tiny(3, box_head="conv_centre")).box_head
+    assert isinstance(conv.trunk, torch.nn.Identity) and conv.cls.in_features == tiny(3).fc_channels
+    convs = [m for m in conv.centre_trunk.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(convs) == 2 and convs[0].in_channels == tiny(3).fpn_channels
+    assert conv.centre.in_features == tiny(3).head_channels == convs[1].out_channels
     assert build_model(name, tiny(3)).box_head.centre is None  # MDT's FC head by default
 
 
@@ -294,6 +300,29 @@ def test_fc_centre_adds_a_linear_read_of_the_centre_bin(pool, bins):
     off = x.clone()
     off[(..., *[slice(0, 1)] * d)] += 5.0  # a corner bin: the centre read does not see it
     torch.testing.assert_close(head(off)[0] - fc(off)[0], head(x)[0] - fc(x)[0])
+
+
+def test_conv_centre_reads_the_centre_bin_after_its_convolutions():
+    """``conv_centre``: the FC head's logits plus a linear map of the centre bin of two 3^3
+    convolutions over the bins, whose receptive field (5^3) covers the whole 5^3 RoI: unlike
+    ``fc_centre``, a corner bin reaches the centre read."""
+    from retina_unet.models.roi_heads import BoxHead
+
+    torch.manual_seed(0)
+    pool = (5, 5, 5)
+    head = BoxHead(3, 4, pool, 16, 2, kind="conv_centre", conv_channels=6)
+    fc = BoxHead(3, 4, pool, 16, 2, kind="fc")
+    fc.load_state_dict({k: v for k, v in head.state_dict().items() if k.split(".")[0] in ("fc", "cls", "box")})
+    x = torch.randn(3, 4, *pool)
+    convs = head.centre_trunk
+    assert head.centre.in_features == 6 and len([m for m in convs.modules() if isinstance(m, torch.nn.Conv3d)]) == 2
+    torch.testing.assert_close(head(x)[0], fc(x)[0] + head.centre(convs(x)[:, :, 2, 2, 2]))
+    torch.testing.assert_close(head(x)[1], fc(x)[1])  # the deltas are the FC head's
+    off = x.clone()
+    off[:, :, 0, 0, 0] += 5.0
+    assert not torch.allclose(head(off)[0] - fc(off)[0], head(x)[0] - fc(x)[0])
+    with pytest.raises(ValueError, match="conv_centre"):
+        BoxHead(3, 4, pool, 16, 2, kind="conv_centre", convs=0)
 
 
 def test_roi_class_loss_weight_scales_only_the_box_heads_class_term():
@@ -382,6 +411,7 @@ def test_3d_cpu_training_preset_schedule():
 
     p3, p2 = preset("cpu", 3), preset("cpu", 2)
     assert (p3.epochs, p3.batches_per_epoch, p3.lr_schedule, p3.val_from_epoch, p3.val_subset) == (
-        64, 50, "constant", 40, 25)
+        64, 50, "constant", 52, 25)
     assert p3.cpu_bf16 and not p2.cpu_bf16
+    assert p3.tta and p3.tta_views == 4 and not p2.tta  # 3D tests with the paper's 4 mirrorings
     assert (p2.epochs, p2.val_from_epoch, p2.val_subset) == (16, 1, 50)  # 2D unchanged

@@ -433,6 +433,28 @@ def test_cosine_schedule_endpoints_monotone_and_resume(tmp_path):
     assert full.history[-1]["lr"] == pytest.approx(TINY.get("lr", 1e-4) * 0.01)
 
 
+def test_cosine_decay_from_holds_the_full_lr_then_decays_to_the_floor():
+    """``lr_decay_from=0.625`` of 64 x 50 steps: the full lr through step 2,000 (epoch 40), then the
+    half cosine, half-way down at the middle of the remaining steps, the floor at the last step."""
+    cfg = TrainConfig(**{**TINY, "lr": 1e-3, "epochs": 64, "batches_per_epoch": 50, "lr_schedule": "cosine",
+                         "lr_min_ratio": 0.01, "lr_decay_from": 0.625})
+    last = 64 * 50 - 1
+    start = 0.625 * last
+    assert [learning_rate(cfg, s) for s in (0, 1000, int(start))] == [1e-3] * 3
+    assert learning_rate(cfg, int(start) + 2) < 1e-3
+    middle = (start + last) / 2
+    assert learning_rate(cfg, middle) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert learning_rate(cfg, last) == pytest.approx(1e-5)
+    lrs = [learning_rate(cfg, s) for s in range(last + 1)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    # 0 is the decay over the whole run
+    whole = cfg.replace(lr_decay_from=0.0)
+    assert learning_rate(whole, last / 2) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="lr_decay_from"):
+            cfg.replace(lr_decay_from=bad)
+
+
 def test_training_bar_of_a_short_epoch_ends_full_with_the_mean_loss(tmp_path, monkeypatch):
     """2 steps: the bar ends at 2/2 and shows the epoch's mean loss (not the sum over a stale count)."""
     from retina_unet.training import engine

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 Stride = int | tuple[int, ...]
 INITS = ("pytorch", "he_fan_out")
-BOX_HEADS = ("fc", "conv", "fc_centre")  # ModelConfig.box_head
+BOX_HEADS = ("fc", "conv", "fc_centre", "conv_centre")  # ModelConfig.box_head
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,9 @@ class ModelConfig:
     fc_channels: int = 1024  # box head width
     # "fc" (MDT): the class from FC layers on the flattened RoI; "conv": 3^D convolutions
     # (head_channels wide) over the RoI's bins, the class from their maximum; "fc_centre": the FC
-    # head plus a linear read of the RoI's centre bin added to its class logits (docs/models.md,
-    # "3D Mask R-CNN", for both)
+    # head plus a linear read of the RoI's centre bin added to its class logits; "conv_centre": the
+    # same read after two 3^D convolutions over the bins (measured worse; docs/models.md, "3D Mask
+    # R-CNN", for the last three)
     box_head: str = "fc"
     # weight of the box head's class loss in the two-stage total (MDT: 1, like every other term)
     roi_class_loss_weight: float = 1.0

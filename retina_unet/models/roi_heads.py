@@ -78,7 +78,10 @@ class BoxHead(nn.Module):
     ``kind="fc_centre"`` (the 3D ``cpu`` model size's head): MDT's FC head plus a linear map of the centre
     bin's features (the mean of the two middle bins along an even axis) added to the class logits: a
     short path from the class loss to the features at the object's centre, which the 3D hole needs
-    (docs/models.md, "3D Mask R-CNN"); the deltas are the FC head's.
+    (docs/models.md, "3D Mask R-CNN"); the deltas are the FC head's. ``kind="conv_centre"``: the
+    same, but the centre read takes the centre bin after ``convs`` 3^D convolutions over the RoI's
+    bins (two give the centre bin the whole 5^3 RoI as receptive field), a nonlinear read of the
+    centre and its surround, as Retina Net's head convolutions give its class.
     """
 
     def __init__(
@@ -96,16 +99,20 @@ class BoxHead(nn.Module):
         if kind not in BOX_HEADS:
             raise ValueError(f"kind must be one of {BOX_HEADS}, got {kind!r}")
         self.spatial_dims, self.num_outputs, self.kind = spatial_dims, num_classes + 1, kind
-        if kind == "conv":
+        convs_on_bins: nn.Module = nn.Identity()
+        if kind in ("conv", "conv_centre"):
             conv_channels = cin if conv_channels is None else conv_channels
             if conv_channels < 1 or convs < 1:
-                raise ValueError(f"a conv box head needs conv_channels >= 1 and convs >= 1, got {conv_channels}, {convs}")
-            self.trunk: nn.Module = nn.Sequential(
+                raise ValueError(f"a {kind} box head needs conv_channels >= 1 and convs >= 1, got {conv_channels}, {convs}")
+            convs_on_bins = nn.Sequential(
                 *[ConvNormAct(spatial_dims, cin if i == 0 else conv_channels, conv_channels, 3) for i in range(convs)]
             )
+        # "conv": the convolutions feed every output; "conv_centre": only the centre read
+        self.trunk: nn.Module = convs_on_bins if kind == "conv" else nn.Identity()
+        self.centre_trunk: nn.Module = convs_on_bins if kind == "conv_centre" else nn.Identity()
+        centre_cin = conv_channels if kind == "conv_centre" else cin
+        if kind == "conv":
             cin = conv_channels
-        else:
-            self.trunk = nn.Identity()
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Linear(cin * math.prod(pool), fc),
@@ -116,7 +123,7 @@ class BoxHead(nn.Module):
         self.cls = nn.Linear(cin if kind == "conv" else fc, num_classes + 1)
         # fc_centre: a linear read of the centre bin added to the FC head's class logits (PyTorch's
         # default init, as measured); the centre bin's slices per axis, two for even pool sizes
-        self.centre = nn.Linear(cin, num_classes + 1) if kind == "fc_centre" else None
+        self.centre = nn.Linear(centre_cin, num_classes + 1) if kind in ("fc_centre", "conv_centre") else None
         self.centre_bins = tuple(slice((s - 1) // 2, s // 2 + 1) for s in pool)
         self.box = nn.Linear(fc, (num_classes + 1) * 2 * spatial_dims)
         nn.init.normal_(self.cls.weight, std=0.01)
@@ -130,7 +137,8 @@ class BoxHead(nn.Module):
         h = self.fc(t)
         logits = self.cls(t.flatten(2).amax(2)) if self.kind == "conv" else self.cls(h)
         if self.centre is not None:
-            logits = logits + self.centre(t[(..., *self.centre_bins)].flatten(2).mean(2))
+            c = self.centre_trunk(pooled)[(..., *self.centre_bins)]
+            logits = logits + self.centre(c.flatten(2).mean(2))
         return logits, self.box(h).view(-1, self.num_outputs, 2 * self.spatial_dims)
 
 
