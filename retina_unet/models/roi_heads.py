@@ -99,31 +99,30 @@ class BoxHead(nn.Module):
         if kind not in BOX_HEADS:
             raise ValueError(f"kind must be one of {BOX_HEADS}, got {kind!r}")
         self.spatial_dims, self.num_outputs, self.kind = spatial_dims, num_classes + 1, kind
+        width = cin  # channels after the convolutions over the bins (without them: the input's)
         convs_on_bins: nn.Module = nn.Identity()
         if kind in ("conv", "conv_centre"):
-            conv_channels = cin if conv_channels is None else conv_channels
-            if conv_channels < 1 or convs < 1:
-                raise ValueError(f"a {kind} box head needs conv_channels >= 1 and convs >= 1, got {conv_channels}, {convs}")
+            width = cin if conv_channels is None else conv_channels
+            if width < 1 or convs < 1:
+                raise ValueError(f"a {kind} box head needs conv_channels >= 1 and convs >= 1, got {width}, {convs}")
             convs_on_bins = nn.Sequential(
-                *[ConvNormAct(spatial_dims, cin if i == 0 else conv_channels, conv_channels, 3) for i in range(convs)]
+                *[ConvNormAct(spatial_dims, cin if i == 0 else width, width, 3) for i in range(convs)]
             )
         # "conv": the convolutions feed every output; "conv_centre": only the centre read
         self.trunk: nn.Module = convs_on_bins if kind == "conv" else nn.Identity()
         self.centre_trunk: nn.Module = convs_on_bins if kind == "conv_centre" else nn.Identity()
-        centre_cin = conv_channels if kind == "conv_centre" else cin
-        if kind == "conv":
-            cin = conv_channels
         self.fc = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(cin * math.prod(pool), fc),
+            nn.Linear((width if kind == "conv" else cin) * math.prod(pool), fc),
             nn.ReLU(inplace=True),
             nn.Linear(fc, fc),
             nn.ReLU(inplace=True),
         )
-        self.cls = nn.Linear(cin if kind == "conv" else fc, num_classes + 1)
-        # fc_centre: a linear read of the centre bin added to the FC head's class logits (PyTorch's
-        # default init, as measured); the centre bin's slices per axis, two for even pool sizes
-        self.centre = nn.Linear(centre_cin, num_classes + 1) if kind in ("fc_centre", "conv_centre") else None
+        self.cls = nn.Linear(width if kind == "conv" else fc, num_classes + 1)
+        # fc_centre / conv_centre: a linear read of the centre bin added to the FC head's class
+        # logits (PyTorch's default init, as measured); the centre bin's slices per axis, two for
+        # even pool sizes
+        self.centre = nn.Linear(width, num_classes + 1) if kind in ("fc_centre", "conv_centre") else None
         self.centre_bins = tuple(slice((s - 1) // 2, s // 2 + 1) for s in pool)
         self.box = nn.Linear(fc, (num_classes + 1) * 2 * spatial_dims)
         nn.init.normal_(self.cls.weight, std=0.01)

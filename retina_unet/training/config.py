@@ -173,7 +173,7 @@ def learning_rate(c: TrainConfig, step: int) -> float:
         return c.lr
     total = max(c.epochs * c.batches_per_epoch - 1, 1)
     start = c.lr_decay_from * total
-    frac = min(max((step - start) / max(total - start, 1e-9), 0.0), 1.0)
+    frac = min(max((step - start) / (total - start), 0.0), 1.0)  # total - start > 0: decay_from < 1
     return c.lr * (c.lr_min_ratio + (1.0 - c.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
